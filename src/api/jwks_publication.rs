@@ -1,0 +1,159 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::KeyUse;
+
+/// Which keys to publish, where, and how to serve them.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "jwks-operator.io",
+    version = "v1alpha1",
+    kind = "JwksPublication",
+    doc = "Publishes the public keys of the selected SigningKeys as a JWK Set in a ConfigMap, optionally served over HTTP(S) at /.well-known/jwks.json with an OIDC discovery document.",
+    namespaced,
+    status = "JwksPublicationStatus",
+    shortname = "jwkspub",
+    category = "jwks",
+    printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keyCount"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JwksPublicationSpec {
+    /// Which SigningKeys of this namespace to publish, by label.
+    pub selector: LabelSelector,
+
+    /// Key uses to include: sig (default), enc, or both. Many verifiers (go-jose, the
+    /// Kubernetes apiserver) fail a whole set with an unknown key, so keep enc keys apart.
+    #[serde(default = "default_use", rename = "use")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v == u))").message("use must not repeat a value"))]
+    pub key_use: Vec<KeyUse>,
+
+    /// Name of the ConfigMap holding jwks.json. Default: <name>-jwks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub config_map_name: Option<String>,
+
+    /// Issuer URL; when set, an OIDC discovery document is published too. https (http only
+    /// for localhost), no query or fragment, exactly as it appears in tokens' `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(
+        validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1']))")
+            .message("issuer must be an https URL (http only for localhost)"),
+        validation = Rule::new("!self.contains('?') && !self.contains('#')").message("issuer must not have a query or fragment")
+    )]
+    pub issuer: Option<String>,
+
+    /// Cache-Control max-age of the served documents. Keep it at most the smallest prePublish
+    /// of the selected keys. Default 5m.
+    #[serde(default = "default_cache_max_age")]
+    #[schemars(extend("default" = "5m"), length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('24h')").message("cacheMaxAge must be between 0s and 24h"))]
+    pub cache_max_age: Duration,
+
+    /// The HTTP server workload.
+    #[serde(default)]
+    pub server: ServerSpec,
+}
+
+fn default_use() -> Vec<KeyUse> {
+    vec![KeyUse::Sig]
+}
+
+fn default_cache_max_age() -> Duration {
+    std::time::Duration::from_secs(300).into()
+}
+
+/// Deployment + Service running `jwks-operator serve` with the ConfigMap mounted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Run the server. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Server replicas. Default 2.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: i32,
+    /// Container and Service port. Default 8080.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: i32,
+    /// A kubernetes.io/tls Secret to serve HTTPS with (reloaded on change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub tls_secret_name: Option<String>,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        ServerSpec {
+            enabled: true,
+            replicas: default_replicas(),
+            port: default_port(),
+            tls_secret_name: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+fn default_port() -> i32 {
+    8080
+}
+
+/// Observed state of the publication.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwksPublicationStatus {
+    /// When each kid first appeared in the ConfigMap; SigningKey activation waits on this (G1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<PublishedKey>,
+    /// Number of keys in jwks.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<i32>,
+    /// Strong ETag (hash) of jwks.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// In-cluster URL of the served JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A kid and when it was first published.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedKey {
+    pub kid: String,
+    pub published_at: Time,
+}

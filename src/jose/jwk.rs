@@ -1,0 +1,284 @@
+//! JSON Web Keys (RFC 7517) and their RFC 7638 thumbprints.
+
+use aws_lc_rs::digest;
+use serde::{Deserialize, Serialize};
+
+use super::import::on_curve;
+use super::{Algorithm, Curve, Error, PrivateKey, PrivateMembers, PublicKey, PublicMaterial, b64};
+
+/// A public JWK as published. Members are declared in lexicographic order, the order canonical
+/// JSON (RFC 8785) uses, so serialising this struct is already canonical.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Jwk {
+    pub alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    pub kid: String,
+    pub kty: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(rename = "use")]
+    pub key_use: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+}
+
+/// A private JWK: the public members plus the private ones (RFC 7518 §6.2.2, §6.3.2).
+/// Members are again in lexicographic order.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateJwk {
+    pub alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    pub d: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dq: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    pub kid: String,
+    pub kty: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qi: Option<String>,
+    #[serde(rename = "use")]
+    pub key_use: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+}
+
+// Never print private members, not even in debug output (G3).
+impl std::fmt::Debug for PrivateJwk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateJwk")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The RFC 7638 SHA-256 thumbprint: base64url of the hash of the required members in
+/// lexicographic order, without whitespace.
+pub fn thumbprint(material: &PublicMaterial) -> String {
+    let input = match material {
+        PublicMaterial::Rsa { n, e } => {
+            format!(
+                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                b64::encode_uint(e),
+                b64::encode_uint(n)
+            )
+        }
+        PublicMaterial::Ec { curve, x, y } => format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            curve.name(),
+            b64::encode(x),
+            b64::encode(y)
+        ),
+        PublicMaterial::Ed25519 { x } => format!(
+            r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+            b64::encode(x)
+        ),
+    };
+    b64::encode(digest::digest(&digest::SHA256, input.as_bytes()).as_ref())
+}
+
+impl PublicKey {
+    /// The public JWK: `kid` is the thumbprint; `kty`, `alg` and `use` are always present.
+    pub fn to_jwk(&self) -> Jwk {
+        let mut jwk = Jwk {
+            alg: self.algorithm.name().to_owned(),
+            crv: None,
+            e: None,
+            kid: thumbprint(&self.material),
+            kty: String::new(),
+            n: None,
+            key_use: self.algorithm.key_use().name().to_owned(),
+            x: None,
+            x5c: None,
+            x5t_s256: None,
+            y: None,
+        };
+        match &self.material {
+            PublicMaterial::Rsa { n, e } => {
+                jwk.kty = "RSA".into();
+                jwk.n = Some(b64::encode_uint(n));
+                jwk.e = Some(b64::encode_uint(e));
+            }
+            PublicMaterial::Ec { curve, x, y } => {
+                jwk.kty = "EC".into();
+                jwk.crv = Some(curve.name().into());
+                jwk.x = Some(b64::encode(x));
+                jwk.y = Some(b64::encode(y));
+            }
+            PublicMaterial::Ed25519 { x } => {
+                jwk.kty = "OKP".into();
+                jwk.crv = Some("Ed25519".into());
+                jwk.x = Some(b64::encode(x));
+            }
+        }
+        jwk
+    }
+}
+
+impl PrivateKey {
+    pub fn to_private_jwk(&self) -> Result<PrivateJwk, Error> {
+        let public = self.public_key().to_jwk();
+        let mut jwk = PrivateJwk {
+            alg: public.alg,
+            crv: public.crv,
+            d: String::new(),
+            dp: None,
+            dq: None,
+            e: public.e,
+            kid: public.kid,
+            kty: public.kty,
+            n: public.n,
+            p: None,
+            q: None,
+            qi: None,
+            key_use: public.key_use,
+            x: public.x,
+            y: public.y,
+        };
+        match self.private_members()? {
+            PrivateMembers::Rsa {
+                d,
+                p,
+                q,
+                dp,
+                dq,
+                qi,
+            } => {
+                jwk.d = b64::encode_uint(&d);
+                jwk.p = Some(b64::encode_uint(&p));
+                jwk.q = Some(b64::encode_uint(&q));
+                jwk.dp = Some(b64::encode_uint(&dp));
+                jwk.dq = Some(b64::encode_uint(&dq));
+                jwk.qi = Some(b64::encode_uint(&qi));
+            }
+            PrivateMembers::Single { d } => jwk.d = b64::encode(&d),
+        }
+        Ok(jwk)
+    }
+}
+
+impl Jwk {
+    /// Attaches a DER certificate for this key as `x5c` (standard base64) and `x5t#S256`.
+    pub fn with_certificate(mut self, der: &[u8]) -> Jwk {
+        self.x5c = Some(vec![b64::encode_standard(der)]);
+        self.x5t_s256 = Some(b64::encode(digest::digest(&digest::SHA256, der).as_ref()));
+        self
+    }
+
+    /// Parses the key this JWK describes, checking every rule a strict verifier applies: a known
+    /// `alg` that fits the key, canonical base64url, minimal integers, full-length coordinates,
+    /// a point on the curve.
+    pub fn to_public_key(&self) -> Result<PublicKey, Error> {
+        let algorithm: Algorithm = self.alg.parse()?;
+        let material = public_material(&self.kty, self.crv.as_deref(), |name| match name {
+            "n" => self.n.as_deref(),
+            "e" => self.e.as_deref(),
+            "x" => self.x.as_deref(),
+            "y" => self.y.as_deref(),
+            _ => None,
+        })?;
+        let kind = material.kind();
+        if !algorithm.accepts(kind) {
+            return Err(Error::AlgorithmMismatch { algorithm, kind });
+        }
+        if self.key_use != algorithm.key_use().name() {
+            return Err(Error::MalformedJwk(format!(
+                "\"use\" is {:?}, but {algorithm} keys are {:?}",
+                self.key_use,
+                algorithm.key_use().name()
+            )));
+        }
+        Ok(PublicKey {
+            algorithm,
+            material,
+        })
+    }
+}
+
+/// Decodes the key members of a JWK of type `kty` (used by [`Jwk::to_public_key`] and the lint).
+pub fn public_material<'a>(
+    kty: &str,
+    crv: Option<&str>,
+    member: impl Fn(&str) -> Option<&'a str>,
+) -> Result<PublicMaterial, Error> {
+    let bytes = |name: &str| -> Result<Vec<u8>, Error> {
+        let text =
+            member(name).ok_or_else(|| Error::MalformedJwk(format!("missing \"{name}\"")))?;
+        b64::decode(text)
+            .ok_or_else(|| Error::MalformedJwk(format!("\"{name}\" is not unpadded base64url")))
+    };
+    let uint = |name: &str| -> Result<Vec<u8>, Error> {
+        let value = bytes(name)?;
+        if value.is_empty() || (value.len() > 1 && value[0] == 0) {
+            return Err(Error::MalformedJwk(format!(
+                "\"{name}\" is not a minimal Base64urlUInt"
+            )));
+        }
+        Ok(value)
+    };
+    match kty {
+        "RSA" => Ok(PublicMaterial::Rsa {
+            n: uint("n")?,
+            e: uint("e")?,
+        }),
+        "EC" => {
+            let curve: Curve = crv
+                .ok_or_else(|| Error::MalformedJwk("missing \"crv\"".into()))?
+                .parse()?;
+            let (x, y) = (bytes("x")?, bytes("y")?);
+            let len = curve.coordinate_len();
+            if x.len() != len || y.len() != len {
+                return Err(Error::MalformedJwk(format!(
+                    "{curve} coordinates must be {len} bytes each"
+                )));
+            }
+            if !on_curve(curve, &[&[0x04][..], &x, &y].concat()) {
+                return Err(Error::MalformedJwk(format!("the point is not on {curve}")));
+            }
+            Ok(PublicMaterial::Ec { curve, x, y })
+        }
+        "OKP" => match crv {
+            Some("Ed25519") => {
+                let x = bytes("x")?;
+                if x.len() != 32 {
+                    return Err(Error::MalformedJwk("Ed25519 \"x\" must be 32 bytes".into()));
+                }
+                Ok(PublicMaterial::Ed25519 { x })
+            }
+            Some(other) => Err(Error::UnsupportedCurve(other.to_owned())),
+            None => Err(Error::MalformedJwk("missing \"crv\"".into())),
+        },
+        other => Err(Error::UnsupportedKeyType(format!("kty {other:?}"))),
+    }
+}
+
+/// Thumbprint of any JWK document (public or private), from its required members only.
+pub fn thumbprint_of_json(value: &serde_json::Value) -> Result<String, Error> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::MalformedJwk("not a JSON object".into()))?;
+    let text = |name: &str| object.get(name).and_then(serde_json::Value::as_str);
+    let kty = text("kty").ok_or_else(|| Error::MalformedJwk("missing \"kty\"".into()))?;
+    Ok(thumbprint(&public_material(kty, text("crv"), text)?))
+}

@@ -1,0 +1,5 @@
+//! jwks-operator: generates JSON Web Keys into Kubernetes Secrets, publishes their public halves
+//! as a JWK Set, and rotates them without ever breaking a verifier.
+
+pub mod api;
+pub mod jose;

@@ -1,0 +1,149 @@
+//! `jwks-operator`: command-line wiring only; each command lives in `cli/`.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use jwks_operator::jose::{Algorithm, Curve};
+
+/// Manage JSON Web Key Sets on Kubernetes: generate keys into Secrets, publish their public
+/// halves, rotate them safely. The `jwk` and `jwks` commands work offline on files.
+#[derive(Parser)]
+#[command(name = "jwks-operator", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (YAML), exactly as crds/ holds them.
+    Crds {
+        /// Write one file per CRD into this directory instead of printing (regenerates crds/).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Work with single JSON Web Keys: generate, convert PEM, compute thumbprints.
+    #[command(subcommand)]
+    Jwk(JwkCommand),
+    /// Work with JWK Sets.
+    #[command(subcommand)]
+    Jwks(JwksCommand),
+}
+
+#[derive(Subcommand)]
+enum JwkCommand {
+    /// Generate a key pair: writes DIR/key.pem (PKCS#8, mode 0600) and prints the public JWK.
+    ///
+    /// Example: jwks-operator jwk generate --alg ES256 --out-dir ./keys
+    Generate(GenerateArgs),
+    /// Convert a PEM key (PKCS#8, PKCS#1, SEC1 or SPKI public key) to a JWK.
+    ///
+    /// Example: jwks-operator jwk from-pem tls.key --alg PS256
+    FromPem(FromPemArgs),
+    /// Print the RFC 7638 SHA-256 thumbprint (the kid this operator assigns) of a PEM or JWK file.
+    Thumbprint {
+        /// PEM or JWK file; - reads standard input.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Algorithm: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA (signing),
+    /// RSA-OAEP RSA-OAEP-256 ECDH-ES ECDH-ES+A128KW ECDH-ES+A256KW (encryption).
+    #[arg(long, value_parser = parse_algorithm)]
+    alg: Algorithm,
+    /// RSA modulus size: 2048 (default), 3072 or 4096. RSA algorithms only.
+    #[arg(long)]
+    key_size: Option<u32>,
+    /// Curve for ECDH-ES algorithms: P-256 (default), P-384, P-521.
+    #[arg(long, value_parser = parse_curve)]
+    curve: Option<Curve>,
+    /// Also issue a self-signed certificate with this common name: writes DIR/cert.pem and adds
+    /// x5c and x5t#S256 to the JWK.
+    #[arg(long, value_name = "NAME")]
+    cert_cn: Option<String>,
+    /// Certificate validity in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500), requires = "cert_cn")]
+    cert_days: u32,
+    /// Directory for key.pem (created if missing; an existing key.pem is never overwritten).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out_dir: PathBuf,
+    /// Print the private JWK (which includes the public members) instead of the public one.
+    #[arg(long)]
+    private: bool,
+}
+
+#[derive(Args)]
+struct FromPemArgs {
+    /// PEM file; - reads standard input.
+    file: PathBuf,
+    /// Algorithm to bind the key to. Default: the one the key implies (RSA: RS256, P-256:
+    /// ES256, P-384: ES384, P-521: ES512, Ed25519: EdDSA).
+    #[arg(long, value_parser = parse_algorithm)]
+    alg: Option<Algorithm>,
+    /// Print the private JWK (needs a private key PEM).
+    #[arg(long)]
+    private: bool,
+}
+
+#[derive(Subcommand)]
+enum JwksCommand {
+    /// Check a JWK Set against the interop rules real verifiers depend on. Exit 0: clean; 1:
+    /// findings (one per line, as JSON-pointer: reason); 2: the input could not be read.
+    ///
+    /// Example: jwks-operator jwks lint https://auth.example.com/.well-known/jwks.json
+    Lint {
+        /// File, - for standard input, or an http(s) URL (also checks the HTTP response).
+        source: String,
+        /// Require every kid to be the key's RFC 7638 SHA-256 thumbprint.
+        #[arg(long)]
+        thumbprint_kids: bool,
+    },
+}
+
+fn parse_algorithm(value: &str) -> Result<Algorithm, String> {
+    value
+        .parse()
+        .map_err(|e: jwks_operator::jose::Error| e.to_string())
+}
+
+fn parse_curve(value: &str) -> Result<Curve, String> {
+    value
+        .parse()
+        .map_err(|e: jwks_operator::jose::Error| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds { out_dir } => cli::crds::run(out_dir.as_deref()),
+        Command::Jwk(JwkCommand::Generate(args)) => cli::jwk::generate(cli::jwk::GenerateOptions {
+            algorithm: args.alg,
+            key_size: args.key_size,
+            curve: args.curve,
+            cert_cn: args.cert_cn,
+            cert_days: args.cert_days,
+            out_dir: args.out_dir,
+            private: args.private,
+        }),
+        Command::Jwk(JwkCommand::FromPem(args)) => {
+            cli::jwk::from_pem(&args.file, args.alg, args.private)
+        }
+        Command::Jwk(JwkCommand::Thumbprint { file }) => cli::jwk::thumbprint(&file),
+        Command::Jwks(JwksCommand::Lint {
+            source,
+            thumbprint_kids,
+        }) => cli::lint::run(&source, thumbprint_kids),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit_code()
+        }
+    }
+}
