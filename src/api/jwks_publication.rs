@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::KeyUse;
 
 /// Which keys to publish, where, and how to serve them.
+// kube's printcolumn(...) repeats `type_` by design, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "jwks-operator.io",

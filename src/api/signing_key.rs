@@ -10,6 +10,8 @@ const SIGNING: &str =
     "['RS256','RS384','RS512','PS256','PS384','PS512','ES256','ES384','ES512','EdDSA']";
 
 /// The desired key: algorithm, rotation schedule and where the Secret goes.
+// kube's printcolumn(...) repeats `type_` by design, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "jwks-operator.io",

@@ -99,23 +99,23 @@ pub fn lint(document: &[u8], options: LintOptions) -> Vec<Finding> {
             findings.add(&at, "not a JSON object");
             continue;
         };
-        if let Some(kid) = key.get("kid").and_then(Value::as_str) {
-            if let Some(first) = kids.insert(kid, index) {
-                findings.add(
-                    format!("{at}/kid"),
-                    format!("duplicate kid, also at /keys/{first}; jose fails on any duplicate"),
-                );
-            }
+        if let Some(kid) = key.get("kid").and_then(Value::as_str)
+            && let Some(first) = kids.insert(kid, index)
+        {
+            findings.add(
+                format!("{at}/kid"),
+                format!("duplicate kid, also at /keys/{first}; jose fails on any duplicate"),
+            );
         }
-        if let Some(tp) = lint_key(&at, key, options, &mut findings) {
-            if let Some(first) = thumbprints.insert(tp, index) {
-                findings.add(
-                    &at,
-                    format!(
-                        "same key material as /keys/{first}; one key must serve one alg and one use"
-                    ),
-                );
-            }
+        if let Some(tp) = lint_key(&at, key, options, &mut findings)
+            && let Some(first) = thumbprints.insert(tp, index)
+        {
+            findings.add(
+                &at,
+                format!(
+                    "same key material as /keys/{first}; one key must serve one alg and one use"
+                ),
+            );
         }
     }
     findings.0
@@ -178,13 +178,13 @@ fn lint_key(
         }
     };
     let kind = material.kind();
-    if let KeyKind::Rsa { bits } = kind {
-        if bits < super::RSA_MIN_BITS {
-            findings.add(
-                format!("{at}/n"),
-                format!("RSA modulus is {bits} bits; at least 2048 are required"),
-            );
-        }
+    if let KeyKind::Rsa { bits } = kind
+        && bits < super::RSA_MIN_BITS
+    {
+        findings.add(
+            format!("{at}/n"),
+            format!("RSA modulus is {bits} bits; at least 2048 are required"),
+        );
     }
     if let Some(alg) = alg {
         match alg.parse::<Algorithm>() {
@@ -198,16 +198,16 @@ fn lint_key(
                 );
             }
             Ok(algorithm) => {
-                if let Some(key_use) = key_use {
-                    if key_use != algorithm.key_use().name() {
-                        findings.add(
-                            format!("{at}/use"),
-                            format!(
-                                "\"{key_use}\" contradicts {alg}, a {:?} algorithm",
-                                algorithm.key_use().name()
-                            ),
-                        );
-                    }
+                if let Some(key_use) = key_use
+                    && key_use != algorithm.key_use().name()
+                {
+                    findings.add(
+                        format!("{at}/use"),
+                        format!(
+                            "\"{key_use}\" contradicts {alg}, a {:?} algorithm",
+                            algorithm.key_use().name()
+                        ),
+                    );
                 }
             }
             Err(_) => findings.add(
@@ -216,24 +216,24 @@ fn lint_key(
             ),
         }
     }
-    if let Some(key_use) = key_use {
-        if key_use != "sig" && key_use != "enc" {
-            findings.add(
-                format!("{at}/use"),
-                format!("\"use\" must be \"sig\" or \"enc\", not {key_use:?}"),
-            );
-        }
+    if let Some(key_use) = key_use
+        && key_use != "sig"
+        && key_use != "enc"
+    {
+        findings.add(
+            format!("{at}/use"),
+            format!("\"use\" must be \"sig\" or \"enc\", not {key_use:?}"),
+        );
     }
     let tp = thumbprint(&material);
-    if options.thumbprint_kids {
-        if let Some(kid) = kid {
-            if kid != tp {
-                findings.add(
-                    format!("{at}/kid"),
-                    format!("kid is not the RFC 7638 thumbprint {tp}"),
-                );
-            }
-        }
+    if options.thumbprint_kids
+        && let Some(kid) = kid
+        && kid != tp
+    {
+        findings.add(
+            format!("{at}/kid"),
+            format!("kid is not the RFC 7638 thumbprint {tp}"),
+        );
     }
     lint_certificate(at, key, &material, findings);
     Some(tp)
