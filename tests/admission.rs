@@ -1,0 +1,196 @@
+//! Admission on the real apiserver: every invalid manifest under tests/admission/ is refused
+//! with a message naming the offending field, and every file in examples/ is accepted.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{kubectl, repo_root, test_namespace};
+
+/// The `# expect: FIELD` header of a table file.
+fn expected_field(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("# expect: "))
+        .unwrap_or_else(|| panic!("{} has no '# expect:' line", path.display()))
+        .trim()
+        .to_owned()
+}
+
+fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_naming_the_field() {
+    let ns = test_namespace().await;
+    let files = yaml_files("tests/admission/invalid");
+    assert!(
+        files.len() >= 30,
+        "the admission table has only {} cases",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let field = expected_field(file);
+        let path = file.to_string_lossy();
+        let out = kubectl(&["create", "--dry-run=server", "-n", &ns.name, "-f", &path]).await;
+        if out.success() {
+            failures.push(format!("{}: accepted", file.display()));
+        } else if !out.stderr.contains(&field) {
+            failures.push(format!(
+                "{}: refused without naming {field}:\n  {}",
+                file.display(),
+                out.stderr.trim()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn forbidden_updates_are_refused_naming_the_field() {
+    let ns = test_namespace().await;
+    let files = yaml_files("tests/admission/updates");
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    for file in &files {
+        let field = expected_field(file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let (first, second) = text.split_once("\n---\n").expect("two documents");
+        let dir = support::new_temp_dir("admission-update").unwrap();
+        let (a, b) = (dir.join("first.yaml"), dir.join("second.yaml"));
+        std::fs::write(&a, first).unwrap();
+        std::fs::write(&b, second).unwrap();
+        let created = kubectl(&[
+            "apply",
+            "--server-side",
+            "-n",
+            &ns.name,
+            "-f",
+            &a.to_string_lossy(),
+        ])
+        .await;
+        assert!(
+            created.success(),
+            "{}: the original was refused: {}",
+            file.display(),
+            created.stderr
+        );
+        let updated = kubectl(&[
+            "apply",
+            "--server-side",
+            "-n",
+            &ns.name,
+            "-f",
+            &b.to_string_lossy(),
+        ])
+        .await;
+        if updated.success() {
+            failures.push(format!("{}: update accepted", file.display()));
+        } else if !updated.stderr.contains(&field) {
+            failures.push(format!(
+                "{}: refused without naming {field}: {}",
+                file.display(),
+                updated.stderr.trim()
+            ));
+        }
+        let deleted = kubectl(&["delete", "-n", &ns.name, "-f", &a.to_string_lossy()]).await;
+        assert!(deleted.success(), "{}", deleted.stderr);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn algorithm_may_change_within_signing_algorithms() {
+    let ns = test_namespace().await;
+    let dir = support::new_temp_dir("admission-migrate").unwrap();
+    let manifest = |alg: &str| {
+        format!(
+            "apiVersion: jwks-operator.io/v1alpha1\nkind: SigningKey\nmetadata:\n  name: migrating\nspec:\n  algorithm: {alg}\n"
+        )
+    };
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let file = dir.join(format!("{alg}.yaml"));
+        std::fs::write(&file, manifest(alg)).unwrap();
+        let out = kubectl(&[
+            "apply",
+            "--server-side",
+            "-n",
+            &ns.name,
+            "-f",
+            &file.to_string_lossy(),
+        ])
+        .await;
+        assert!(
+            out.success(),
+            "switching to {alg} was refused: {}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_example_is_accepted_by_dry_run_and_by_a_real_create() {
+    let ns = test_namespace().await;
+    let examples = yaml_files("examples");
+    assert!(!examples.is_empty());
+    for file in &examples {
+        let path = file.to_string_lossy();
+        let dry = kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-n",
+            &ns.name,
+            "-f",
+            &path,
+        ])
+        .await;
+        assert!(
+            dry.success(),
+            "{}: dry run refused: {}",
+            file.display(),
+            dry.stderr
+        );
+    }
+    let dir = repo_root().join("examples").to_string_lossy().into_owned();
+    let out = kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", &dir]).await;
+    assert!(
+        out.success(),
+        "kubectl apply -f examples/ failed: {}",
+        out.stderr
+    );
+    let listed = kubectl(&[
+        "get",
+        "signingkeys,jwkspublications",
+        "-n",
+        &ns.name,
+        "-o",
+        "name",
+    ])
+    .await;
+    assert!(listed.success(), "{}", listed.stderr);
+    let names: Vec<&str> = listed.stdout.lines().collect();
+    for expected in [
+        "signingkey.jwks-operator.io/api-tokens",
+        "jwkspublication.jwks-operator.io/main",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
