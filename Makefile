@@ -1,0 +1,31 @@
+# The two commands of the README: `make dev` (run it locally) and `make test` (everything CI runs).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+.PHONY: test dev lint crds bench control-plane tools
+
+## Everything CI runs: tools, control plane, formatting, lints, unit/property/integration/interop tests.
+test: tools control-plane lint
+	cargo test --locked
+
+## A local control plane with the CRDs and examples, in the foreground (Ctrl-C stops it).
+dev:
+	hack/dev.sh
+
+tools:
+	hack/ensure-tools.sh
+
+control-plane:
+	hack/control-plane/build.sh >/dev/null
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+## Regenerate crds/ from the Rust types (a test fails when they differ).
+crds:
+	cargo run --locked --quiet -- crds --out-dir crds
+
+## Key-engine benchmark (numbers in docs/benchmarks.md).
+bench:
+	cargo bench --locked --bench keys

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `make dev`: a local control plane with the CRDs installed and examples/ applied, in the
+# foreground. Ctrl-C stops everything. The operator itself is not implemented yet (issue 4);
+# until then this gives a working API to explore with kubectl.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf '[dev] %s\n' "$*" >&2; }
+
+"$root/hack/ensure-tools.sh"
+bin_dir=$("$root/hack/control-plane/build.sh" | tail -1)
+cargo build --locked --quiet --manifest-path "$root/Cargo.toml"
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/jwks-operator-dev.XXXXXX")
+trap 'kill -TERM "$launcher" 2>/dev/null; wait "$launcher" 2>/dev/null; rm -rf "$state"' EXIT
+trap 'exit 130' INT TERM
+KCP_CRDS="$root/crds" "$root/hack/control-plane/start.sh" --watch-pid $$ >"$state/launcher.out" &
+launcher=$!
+
+say "starting etcd, kube-apiserver and kube-controller-manager (about 10-30 s)"
+for _ in $(seq 1800); do
+  grep -q '^KUBECONFIG=' "$state/launcher.out" 2>/dev/null && break
+  kill -0 "$launcher" 2>/dev/null || { say "the control plane failed to start"; exit 1; }
+  sleep 0.1
+done
+kubeconfig=$(sed -n 's/^KUBECONFIG=//p' "$state/launcher.out")
+[[ -n $kubeconfig ]] || { say "the control plane did not become ready"; exit 1; }
+export KUBECONFIG=$kubeconfig
+"$bin_dir/kubectl" apply --server-side -f "$root/examples/" >&2
+
+cat >&2 <<MSG
+
+The local control plane is up, with the CRDs installed and examples/ applied.
+
+  export KUBECONFIG=$kubeconfig
+  export PATH=$bin_dir:\$PATH
+  kubectl get signingkeys,jwkspublications
+
+The operator (\`jwks-operator run\`) and the JWKS server are not implemented yet, so no
+keys are generated and there is no JWKS URL to curl. Press Ctrl-C to stop everything.
+MSG
+wait "$launcher"
