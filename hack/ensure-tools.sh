@@ -13,6 +13,7 @@ need curl curl
 need python3 python3
 need node nodejs
 need npm npm
+need setpriv util-linux
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing_debs+=(python3-venv)
 
 if ((${#missing_debs[@]})); then

@@ -109,6 +109,7 @@ async fn forbidden_updates_are_refused_naming_the_field() {
         }
         let deleted = kubectl(&["delete", "-n", &ns.name, "-f", &a.to_string_lossy()]).await;
         assert!(deleted.success(), "{}", deleted.stderr);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
