@@ -12,7 +12,9 @@ pub use signing_key::{
     SecretTemplate, SigningKey, SigningKeySpec, SigningKeyStatus,
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 pub const GROUP: &str = "jwks-operator.io";
@@ -22,7 +24,46 @@ pub const PUBLICATION_LABEL: &str = "jwks-operator.io/publication";
 
 /// Every CRD this operator serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![SigningKey::crd(), JwksPublication::crd()]
+    let mut crds = vec![SigningKey::crd(), JwksPublication::crd()];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                unwrap_descriptions(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps text itself,
+/// so join the lines of each paragraph (a blank line still separates paragraphs).
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(text) = schema.description.as_mut() {
+        *text = text
+            .split("\n\n")
+            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    let children = schema.properties.iter_mut().flat_map(|p| p.values_mut());
+    let items = schema.items.iter_mut().filter_map(|items| match items {
+        JSONSchemaPropsOrArray::Schema(schema) => Some(schema.as_mut()),
+        JSONSchemaPropsOrArray::Schemas(_) => None,
+    });
+    let additional = schema
+        .additional_properties
+        .iter_mut()
+        .filter_map(|extra| match extra {
+            JSONSchemaPropsOrBool::Schema(schema) => Some(schema.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        });
+    for child in children.chain(items).chain(additional) {
+        unwrap_descriptions(child);
+    }
 }
 
 /// The CRDs as YAML documents, each with the file name it has in `crds/`.
