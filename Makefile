@@ -6,7 +6,9 @@ SHELL := /bin/bash
 
 ## Everything CI runs: tools, control plane, formatting, lints, unit/property/integration/interop tests.
 test: tools control-plane lint
-	cargo test --locked
+	mkdir -p target
+	cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.log
+	hack/test-summary.sh target/test-output.log
 
 ## A local control plane with the CRDs and examples, in the foreground (Ctrl-C stops it).
 dev:
