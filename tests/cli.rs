@@ -1,5 +1,7 @@
 //! The command line refuses bad input with one clear line and the documented exit code.
 
+mod fixtures;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -28,62 +30,19 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
 }
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jwks-operator-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("openssl");
-        assert!(status.status.success(), "openssl {args:?}");
-    };
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-aes-128-cbc",
-        "-pass",
-        "pass:x",
-        "-out",
-        "encrypted.pem",
-    ]);
-    openssl(&["genrsa", "-out", "rsa1024.pem", "1024"]);
-    openssl(&[
-        "ecparam",
-        "-name",
-        "secp256k1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "secp256k1.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "p256.pem",
-        "-subj",
-        "/CN=x",
-        "-out",
-        "cert.pem",
-    ]);
-    openssl(&["pkey", "-in", "p256.pem", "-pubout", "-out", "p256.pub"]);
+    let dir = fixtures::scratch_dir("cli");
+    fixtures::write_refused_keys(&dir);
+    fixtures::openssl(
+        &dir,
+        &["pkey", "-in", "cert-key.pem", "-pubout", "-out", "p256.pub"],
+    );
     let write = |name: &str, text: &[u8]| std::fs::write(dir.join(name), text).unwrap();
     write("empty.pem", b"");
     write("garbage.pem", b"definitely not a key\n");
     write(
         "two-keys.pem",
         &[
-            std::fs::read(dir.join("p256.pem")).unwrap(),
+            std::fs::read(dir.join("cert-key.pem")).unwrap(),
             std::fs::read(dir.join("rsa1024.pem")).unwrap(),
         ]
         .concat(),
@@ -186,12 +145,12 @@ const BAD_INPUTS: &[(&[&str], i32, &str)] = &[
     ),
     (&["jwk", "from-pem", "{}/two-keys.pem"], 1, "found 2 keys"),
     (
-        &["jwk", "from-pem", "{}/p256.pem", "--alg", "RS256"],
+        &["jwk", "from-pem", "{}/cert-key.pem", "--alg", "RS256"],
         1,
         "cannot be used with RS256",
     ),
     (
-        &["jwk", "from-pem", "{}/p256.pem", "--alg", "ES384"],
+        &["jwk", "from-pem", "{}/cert-key.pem", "--alg", "ES384"],
         1,
         "cannot be used with ES384",
     ),

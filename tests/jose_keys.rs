@@ -1,7 +1,10 @@
 //! The key engine against its standards and against OpenSSL.
 
+mod fixtures;
+
 use std::path::Path;
-use std::process::Command;
+
+use fixtures::{openssl, scratch_dir};
 
 use jwks_operator::jose::{
     self, Algorithm, Curve, ImportedKey, Jwk, KeySpec, PrivateKey, PublicMaterial, lint,
@@ -208,19 +211,6 @@ proptest! {
 
 // --- OpenSSL interop: keys in every PEM form OpenSSL writes import to the same JWK. ---
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 fn import_file(dir: &Path, name: &str) -> ImportedKey {
     let text = std::fs::read(dir.join(name)).unwrap();
     jose::key_from_pem(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -231,13 +221,6 @@ fn public_of(key: ImportedKey) -> PublicMaterial {
         ImportedKey::Private(material) => material.public(),
         ImportedKey::Public(material) => material,
     }
-}
-
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("jwks-operator-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 type OpensslCase<'a> = (&'a str, &'a [&'a str], Option<&'a [&'a str]>);
@@ -397,81 +380,7 @@ fn openssl_keys_in_every_pem_form_import_to_the_same_jwk() {
 #[test]
 fn import_refuses_bad_input_with_a_clear_error() {
     let dir = scratch_dir("openssl-bad");
-    openssl(
-        &dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-aes-128-cbc",
-            "-pass",
-            "pass:secret",
-            "-out",
-            "encrypted.pem",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "genrsa",
-            "-traditional",
-            "-aes128",
-            "-passout",
-            "pass:secret",
-            "-out",
-            "legacy-encrypted.pem",
-            "2048",
-        ],
-    );
-    openssl(&dir, &["genrsa", "-out", "rsa1024.pem", "1024"]);
-    openssl(
-        &dir,
-        &[
-            "ecparam",
-            "-name",
-            "secp256k1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "secp256k1.pem",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:secp256k1",
-            "-out",
-            "secp256k1.pk8",
-        ],
-    );
-    openssl(
-        &dir,
-        &["genpkey", "-algorithm", "x25519", "-out", "x25519.pem"],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "cert-key.pem",
-            "-subj",
-            "/CN=x",
-            "-out",
-            "cert.pem",
-        ],
-    );
+    fixtures::write_refused_keys(&dir);
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
     let two_keys = [read("cert-key.pem"), read("rsa1024.pem")].concat();
 
