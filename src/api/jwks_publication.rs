@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, MicroTime};
 use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -157,5 +157,7 @@ pub struct JwksPublicationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PublishedKey {
     pub kid: String,
-    pub published_at: Time,
+    /// When the kid first appeared in the ConfigMap, to the microsecond: SigningKeys wait
+    /// `prePublish` from this instant before they activate the key.
+    pub published_at: MicroTime,
 }

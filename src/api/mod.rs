@@ -22,6 +22,12 @@ pub const GROUP: &str = "jwks-operator.io";
 /// Label selecting the SigningKeys a publication named in it includes (the examples' convention).
 pub const PUBLICATION_LABEL: &str = "jwks-operator.io/publication";
 
+/// SigningKey annotation: a new value starts a rotation now (normal pre-publication applies).
+pub const ROTATE_ANNOTATION: &str = "jwks-operator.io/rotate";
+
+/// SigningKey annotation: comma-separated kids to withdraw from every JWKS at once.
+pub const REVOKE_ANNOTATION: &str = "jwks-operator.io/revoke";
+
 /// Every CRD this operator serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![SigningKey::crd(), JwksPublication::crd()];

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -229,7 +229,7 @@ pub struct SigningKeyStatus {
     pub active_kid: Option<String>,
     /// When the active key is due to hand over to its successor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_rotation_at: Option<Time>,
+    pub next_rotation_at: Option<MicroTime>,
     /// Every key the operator still holds, oldest first, with its public JWK.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
@@ -245,13 +245,17 @@ pub struct SigningKeyStatus {
 pub struct KeyStatus {
     pub kid: String,
     pub state: KeyState,
-    pub created_at: Time,
+    /// When the key was generated (or imported) and first offered for publication.
+    pub created_at: MicroTime,
+    /// When the key started signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activated_at: Option<Time>,
+    pub activated_at: Option<MicroTime>,
+    /// When the key stopped signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<Time>,
+    pub retired_at: Option<MicroTime>,
+    /// When the retired key leaves the Secret and every JWKS (retiredAt + gracePeriod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remove_after: Option<Time>,
+    pub remove_after: Option<MicroTime>,
     /// The public JWK exactly as published (no private members, ever).
     #[schemars(schema_with = "public_jwk_schema")]
     pub public_jwk: serde_json::Map<String, serde_json::Value>,
