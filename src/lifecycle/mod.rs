@@ -1,0 +1,23 @@
+//! The rotation planner, pure: from the spec, the key ring, the publication facts, the manual
+//! requests and the current time, decide the new ring, what changed and when to look again.
+//! This is where the guarantees G1 (never sign unseen) and G2 (never withdraw early) are kept;
+//! the controller only reads, calls [`plan_rotation`], writes and reports.
+
+mod plan;
+mod policy;
+mod ring;
+#[cfg(test)]
+mod scenarios;
+mod selection;
+#[cfg(test)]
+mod simulation;
+#[cfg(test)]
+mod testing;
+
+pub use plan::{
+    Blocked, Change, GenerateReason, KeySource, Minted, PublicationFacts, RotationInput,
+    RotationPlan, plan_rotation,
+};
+pub use policy::{Policy, PolicyError, jose_algorithm};
+pub use ring::{KeyRing, RingKey, later};
+pub use selection::{label_selector_matches, selects};

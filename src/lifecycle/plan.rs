@@ -1,0 +1,380 @@
+//! [`plan_rotation`]: one step of the key lifecycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::KeyState;
+use crate::jose::KeySpec;
+
+use super::ring::later;
+use super::{KeyRing, Policy, RingKey};
+
+/// Everything one planning step depends on. Time is a parameter, so tests drive any timeline.
+#[derive(Clone, Copy, Debug)]
+pub struct RotationInput<'a> {
+    pub policy: &'a Policy,
+    pub ring: &'a KeyRing,
+    /// One entry per JwksPublication that selects this SigningKey (and only those).
+    pub publications: &'a [PublicationFacts],
+    /// The current value of the rotate annotation.
+    pub rotate_request: Option<&'a str>,
+    /// The kids named by the revoke annotation.
+    pub revoke: &'a BTreeSet<String>,
+    pub now: Timestamp,
+}
+
+/// What one selecting publication reports: since when it has served each kid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublicationFacts {
+    pub name: String,
+    pub served_since: BTreeMap<String, Timestamp>,
+}
+
+/// Where a new key comes from: `spec.importFrom` (only ever for the very first key) or the CSPRNG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    Import,
+    Generate,
+}
+
+/// A key the caller created (and will store) at the planner's request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Minted {
+    pub kid: String,
+    pub spec: KeySpec,
+}
+
+/// The outcome of one step: the ring to store, what changed (in order), and when to look again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationPlan {
+    pub ring: KeyRing,
+    pub changes: Vec<Change>,
+    /// The next instant at which the plan would change on its own (absent: only a change of the
+    /// inputs can). The controller requeues exactly then.
+    pub wake_at: Option<Timestamp>,
+    /// When the active key is expected to hand over to its successor.
+    pub next_rotation_at: Option<Timestamp>,
+    /// Set while a due activation waits for publications (G1).
+    pub blocked: Option<Blocked>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Generated {
+        kid: String,
+        reason: GenerateReason,
+    },
+    Activated {
+        kid: String,
+    },
+    Retired {
+        kid: String,
+    },
+    Removed {
+        kid: String,
+    },
+    Revoked {
+        kid: String,
+        was_active: bool,
+    },
+    /// The Secret no longer holds this key's private half.
+    Lost {
+        kid: String,
+        state: KeyState,
+    },
+    /// A manual rotation arrived while a successor was already pending; that successor serves it.
+    RotationAlreadyPending {
+        kid: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenerateReason {
+    /// The first key of the SigningKey: active at once.
+    Bootstrap,
+    /// The active key was revoked or lost: a fresh key is active at once.
+    Replacement,
+    Scheduled,
+    Manual,
+    /// The spec asks for another algorithm or key shape than the active key has.
+    ParametersChanged,
+}
+
+/// A successor that is due but may not sign yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub kid: String,
+    /// Selecting publications that do not serve the kid yet.
+    pub unserved: Vec<String>,
+    /// When the activation will happen if nothing else changes (absent while some publication
+    /// has not served the kid).
+    pub until: Option<Timestamp>,
+}
+
+/// Plans one step. `mint` creates and returns a new key when the plan needs one; its error
+/// aborts the step (nothing is half-planned).
+pub fn plan_rotation<E>(
+    input: RotationInput<'_>,
+    mut mint: impl FnMut(KeySource, KeySpec) -> Result<Minted, E>,
+) -> Result<RotationPlan, E> {
+    let RotationInput { policy, now, .. } = input;
+    let mut ring = input.ring.clone();
+    let mut changes = Vec::new();
+
+    revoke(&mut ring, input.revoke, &mut changes);
+    drop_lost(&mut ring, now, policy, &mut changes);
+    keep_one_active(&mut ring, now, policy, &mut changes);
+    remove_expired(&mut ring, now, &mut changes);
+
+    if ring.active().is_none() {
+        let (source, reason) = match input.ring.keys.is_empty() {
+            true if policy.import => (KeySource::Import, GenerateReason::Bootstrap),
+            true => (KeySource::Generate, GenerateReason::Bootstrap),
+            false => (KeySource::Generate, GenerateReason::Replacement),
+        };
+        let minted = mint(source, policy.key_spec)?;
+        changes.push(Change::Generated {
+            kid: minted.kid.clone(),
+            reason,
+        });
+        changes.push(Change::Activated {
+            kid: minted.kid.clone(),
+        });
+        ring.keys.push(new_key(minted, now, Some(now)));
+        if reason == GenerateReason::Bootstrap {
+            // A SigningKey created with the annotation already set has nothing to rotate away from.
+            ring.rotate_token = input.rotate_request.map(str::to_owned);
+        }
+    }
+
+    let mut blocked = None;
+    if let Some(pending) = ring.pending().cloned() {
+        match activation_time(&pending, input.publications, policy) {
+            Ok(at) if at <= now => activate(&mut ring, &pending.kid, now, policy, &mut changes),
+            ready => {
+                if now >= later(pending.created_at, policy.pre_publish) {
+                    let (unserved, until) = match ready {
+                        Ok(at) => (Vec::new(), Some(at)),
+                        Err(unserved) => (unserved, None),
+                    };
+                    blocked = Some(Blocked {
+                        kid: pending.kid.clone(),
+                        unserved,
+                        until,
+                    });
+                }
+            }
+        }
+    }
+
+    let request = input
+        .rotate_request
+        .filter(|r| ring.rotate_token.as_deref() != Some(*r));
+    if let Some(pending) = ring.pending() {
+        if let Some(request) = request {
+            changes.push(Change::RotationAlreadyPending {
+                kid: pending.kid.clone(),
+            });
+            ring.rotate_token = Some(request.to_owned());
+        }
+    } else if let Some(active) = ring.active() {
+        let reason = if request.is_some() {
+            Some(GenerateReason::Manual)
+        } else if active.spec != policy.key_spec {
+            Some(GenerateReason::ParametersChanged)
+        } else {
+            generation_due(active, policy)
+                .filter(|due| *due <= now)
+                .map(|_| GenerateReason::Scheduled)
+        };
+        if let Some(reason) = reason {
+            let minted = mint(KeySource::Generate, policy.key_spec)?;
+            changes.push(Change::Generated {
+                kid: minted.kid.clone(),
+                reason,
+            });
+            ring.keys.push(new_key(minted, now, None));
+            if let Some(request) = request {
+                ring.rotate_token = Some(request.to_owned());
+            }
+        }
+    }
+
+    let (wake_at, next_rotation_at) = schedule(&ring, input.publications, policy, now);
+    Ok(RotationPlan {
+        ring,
+        changes,
+        wake_at,
+        next_rotation_at,
+        blocked,
+    })
+}
+
+/// Revoked kids leave the ring at once, whatever their state (the operator's explicit override
+/// of G2).
+fn revoke(ring: &mut KeyRing, kids: &BTreeSet<String>, changes: &mut Vec<Change>) {
+    ring.keys.retain(|key| {
+        let revoked = kids.contains(&key.kid);
+        if revoked {
+            changes.push(Change::Revoked {
+                kid: key.kid.clone(),
+                was_active: key.state() == KeyState::Active,
+            });
+        }
+        !revoked
+    });
+}
+
+/// A key whose private half is gone can never sign. Pending, it never signed: it goes. Active,
+/// it retires now, so its public half stays published for the grace period (G2).
+fn drop_lost(ring: &mut KeyRing, now: Timestamp, policy: &Policy, changes: &mut Vec<Change>) {
+    ring.keys.retain_mut(|key| {
+        if key.held || key.state() == KeyState::Retired {
+            return true;
+        }
+        changes.push(Change::Lost {
+            kid: key.kid.clone(),
+            state: key.state(),
+        });
+        if key.state() == KeyState::Active {
+            key.retire(now, policy.grace_period);
+            changes.push(Change::Retired {
+                kid: key.kid.clone(),
+            });
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Exactly one key signs. A ring with several active keys (only a damaged record can hold one)
+/// keeps the most recently activated and retires the others, which keeps them published.
+fn keep_one_active(ring: &mut KeyRing, now: Timestamp, policy: &Policy, changes: &mut Vec<Change>) {
+    let newest = ring
+        .keys
+        .iter()
+        .filter(|k| k.state() == KeyState::Active)
+        .max_by_key(|k| (k.activated_at, k.created_at))
+        .map(|k| k.kid.clone());
+    for key in &mut ring.keys {
+        if key.state() == KeyState::Active && Some(&key.kid) != newest.as_ref() {
+            key.retire(now, policy.grace_period);
+            changes.push(Change::Retired {
+                kid: key.kid.clone(),
+            });
+        }
+    }
+}
+
+/// G2: a retired key leaves only once its `removeAfter` has passed.
+fn remove_expired(ring: &mut KeyRing, now: Timestamp, changes: &mut Vec<Change>) {
+    ring.keys.retain(|key| {
+        let expired = key.remove_after.is_some_and(|at| at <= now);
+        if expired {
+            changes.push(Change::Removed {
+                kid: key.kid.clone(),
+            });
+        }
+        !expired
+    });
+}
+
+fn activate(
+    ring: &mut KeyRing,
+    kid: &str,
+    now: Timestamp,
+    policy: &Policy,
+    changes: &mut Vec<Change>,
+) {
+    for key in &mut ring.keys {
+        if key.state() == KeyState::Active {
+            key.retire(now, policy.grace_period);
+            changes.push(Change::Retired {
+                kid: key.kid.clone(),
+            });
+        }
+    }
+    if let Some(key) = ring.keys.iter_mut().find(|k| k.kid == kid) {
+        key.activated_at = Some(now);
+        changes.push(Change::Activated {
+            kid: kid.to_owned(),
+        });
+    }
+}
+
+/// G1: the earliest instant the pending key may sign: `prePublish` after its creation and after
+/// every selecting publication started serving it; or the publications that do not serve it yet.
+fn activation_time(
+    key: &RingKey,
+    publications: &[PublicationFacts],
+    policy: &Policy,
+) -> Result<Timestamp, Vec<String>> {
+    let mut at = later(key.created_at, policy.pre_publish);
+    let mut unserved = Vec::new();
+    for publication in publications {
+        match publication.served_since.get(&key.kid) {
+            Some(since) => at = at.max(later(*since, policy.pre_publish)),
+            None => unserved.push(publication.name.clone()),
+        }
+    }
+    if unserved.is_empty() {
+        Ok(at)
+    } else {
+        Err(unserved)
+    }
+}
+
+/// The successor is generated `prePublish` before the active key's interval ends, so that it can
+/// take over exactly on time.
+fn generation_due(active: &RingKey, policy: &Policy) -> Option<Timestamp> {
+    let interval = policy.interval?;
+    let handover = later(active.activated_at?, interval);
+    Some(later(handover, -policy.pre_publish))
+}
+
+/// The next instant something changes on its own, and the expected handover time.
+fn schedule(
+    ring: &KeyRing,
+    publications: &[PublicationFacts],
+    policy: &Policy,
+    now: Timestamp,
+) -> (Option<Timestamp>, Option<Timestamp>) {
+    let removals = ring.keys.iter().filter_map(|k| k.remove_after);
+    let (transition, handover) = match (ring.pending(), ring.active()) {
+        (Some(pending), _) => match activation_time(pending, publications, policy) {
+            Ok(at) => (Some(at), Some(at)),
+            // Waiting for a publication: its status change wakes the controller. The clock only
+            // matters once more, when prePublish has passed and the wait becomes a block.
+            Err(_) => {
+                let pre_published = later(pending.created_at, policy.pre_publish);
+                (
+                    Some(pre_published).filter(|at| *at > now),
+                    Some(pre_published),
+                )
+            }
+        },
+        (None, Some(active)) => (
+            generation_due(active, policy),
+            policy
+                .interval
+                .zip(active.activated_at)
+                .map(|(interval, at)| later(at, interval)),
+        ),
+        (None, None) => (None, None),
+    };
+    (removals.chain(transition).min(), handover)
+}
+
+fn new_key(minted: Minted, now: Timestamp, activated_at: Option<Timestamp>) -> RingKey {
+    RingKey {
+        kid: minted.kid,
+        spec: minted.spec,
+        created_at: now,
+        activated_at,
+        retired_at: None,
+        remove_after: None,
+        held: true,
+    }
+}

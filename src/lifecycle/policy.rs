@@ -1,0 +1,145 @@
+//! What the spec asks of the ring: the shape of the next key and the rotation timings.
+
+use k8s_openapi::jiff::SignedDuration;
+
+use crate::api::{self, RotationSpec, SigningKeySpec};
+use crate::jose::{self, KeySpec};
+
+/// The spec, resolved into the terms the planner works in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The shape every new key gets; an active key of another shape is rotated out.
+    pub key_spec: KeySpec,
+    /// Absent: manual rotation only.
+    pub interval: Option<SignedDuration>,
+    pub pre_publish: SignedDuration,
+    pub grace_period: SignedDuration,
+    /// The first key is adopted from `spec.importFrom` instead of generated.
+    pub import: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PolicyError {
+    #[error("spec.keySize {0} is not a supported RSA key size")]
+    KeySize(i32),
+    #[error("spec: {0}")]
+    Key(#[from] jose::Error),
+}
+
+impl Policy {
+    /// Admission already refuses inconsistent specs; this still checks, so that a spec stored
+    /// before a schema change yields an error rather than a wrong key.
+    pub fn from_spec(spec: &SigningKeySpec) -> Result<Policy, PolicyError> {
+        let key_size = spec
+            .key_size
+            .map(|bits| u32::try_from(bits).map_err(|_| PolicyError::KeySize(bits)))
+            .transpose()?;
+        let key_spec = KeySpec::new(
+            jose_algorithm(spec.algorithm),
+            key_size,
+            spec.curve.map(jose_curve),
+        )?;
+        let defaults = RotationSpec {
+            interval: None,
+            pre_publish: std::time::Duration::from_secs(3600).into(),
+            grace_period: std::time::Duration::from_secs(24 * 3600).into(),
+        };
+        let rotation = spec.rotation.as_ref().unwrap_or(&defaults);
+        Ok(Policy {
+            key_spec,
+            interval: rotation.interval.map(signed),
+            pre_publish: signed(rotation.pre_publish),
+            grace_period: signed(rotation.grace_period),
+            import: spec.import_from.is_some(),
+        })
+    }
+}
+
+fn signed(duration: kube::core::Duration) -> SignedDuration {
+    let duration: std::time::Duration = duration.into();
+    SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
+}
+
+pub fn jose_algorithm(algorithm: api::Algorithm) -> jose::Algorithm {
+    use api::Algorithm as A;
+    use jose::Algorithm as J;
+    match algorithm {
+        A::Rs256 => J::Rs256,
+        A::Rs384 => J::Rs384,
+        A::Rs512 => J::Rs512,
+        A::Ps256 => J::Ps256,
+        A::Ps384 => J::Ps384,
+        A::Ps512 => J::Ps512,
+        A::Es256 => J::Es256,
+        A::Es384 => J::Es384,
+        A::Es512 => J::Es512,
+        A::EdDsa => J::EdDsa,
+        A::RsaOaep => J::RsaOaep,
+        A::RsaOaep256 => J::RsaOaep256,
+        A::EcdhEs => J::EcdhEs,
+        A::EcdhEsA128kw => J::EcdhEsA128kw,
+        A::EcdhEsA256kw => J::EcdhEsA256kw,
+    }
+}
+
+fn jose_curve(curve: api::Curve) -> jose::Curve {
+    match curve {
+        api::Curve::P256 => jose::Curve::P256,
+        api::Curve::P384 => jose::Curve::P384,
+        api::Curve::P521 => jose::Curve::P521,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::KeyKind;
+
+    fn spec(yaml: &str) -> SigningKeySpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn every_api_algorithm_maps_to_the_jose_algorithm_of_the_same_name() {
+        for alg in jose::Algorithm::ALL {
+            let api: api::Algorithm = serde_json::from_value(alg.name().into()).unwrap();
+            assert_eq!(jose_algorithm(api), alg);
+        }
+    }
+
+    #[test]
+    fn rotation_defaults_apply_when_rotation_is_absent() {
+        let policy = Policy::from_spec(&spec("algorithm: ES256")).unwrap();
+        assert_eq!(policy.interval, None);
+        assert_eq!(policy.pre_publish, SignedDuration::from_hours(1));
+        assert_eq!(policy.grace_period, SignedDuration::from_hours(24));
+        assert!(!policy.import);
+    }
+
+    #[test]
+    fn key_parameters_resolve_to_the_key_shape() {
+        let policy = Policy::from_spec(&spec(
+            "{algorithm: PS384, keySize: 3072, rotation: {interval: 90m, prePublish: 10m, gracePeriod: 2h}}",
+        ))
+        .unwrap();
+        assert_eq!(policy.key_spec.kind, KeyKind::Rsa { bits: 3072 });
+        assert_eq!(policy.interval, Some(SignedDuration::from_mins(90)));
+        assert_eq!(policy.pre_publish, SignedDuration::from_mins(10));
+        assert_eq!(policy.grace_period, SignedDuration::from_hours(2));
+        let ecdh = Policy::from_spec(&spec("{algorithm: ECDH-ES+A256KW, curve: P-521}")).unwrap();
+        assert_eq!(ecdh.key_spec.kind, KeyKind::Ec(jose::Curve::P521));
+    }
+
+    #[test]
+    fn inconsistent_parameters_that_bypassed_admission_are_refused() {
+        let error = Policy::from_spec(&spec("{algorithm: ES256, keySize: 2048}")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "spec: a key size applies to RSA algorithms only, not ES256"
+        );
+        assert_eq!(
+            Policy::from_spec(&spec("{algorithm: RS256, keySize: -1}")).unwrap_err(),
+            PolicyError::KeySize(-1)
+        );
+    }
+}
