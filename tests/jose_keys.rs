@@ -7,7 +7,7 @@ use std::path::Path;
 use fixtures::{openssl, scratch_dir};
 
 use jwks_operator::jose::{
-    self, Algorithm, Curve, ImportedKey, Jwk, KeySpec, PrivateKey, PublicMaterial, lint,
+    self, Algorithm, Curve, ImportedKey, Jwk, KeySpec, PrivateJwk, PrivateKey, PublicMaterial, lint,
 };
 use proptest::prelude::*;
 
@@ -195,8 +195,13 @@ proptest! {
         let parsed: Jwk = serde_json::from_str(&serde_json::to_string(&jwk).unwrap()).unwrap();
         prop_assert_eq!(parsed.to_public_key().unwrap(), public.clone());
         prop_assert_eq!(jose::thumbprint_of_json(&serde_json::to_value(&jwk).unwrap()).unwrap(), jwk.kid.clone());
-        let private_json = serde_json::to_value(key.to_private_jwk().unwrap()).unwrap();
+        let private_text = serde_json::to_string(&key.to_private_jwk().unwrap()).unwrap();
+        let private_json: serde_json::Value = serde_json::from_str(&private_text).unwrap();
         prop_assert_eq!(jose::thumbprint_of_json(&private_json).unwrap(), jwk.kid.clone());
+        let private_jwk: PrivateJwk = serde_json::from_str(&private_text).unwrap();
+        let parsed = private_jwk.to_private_key().unwrap();
+        prop_assert_eq!(parsed.public_key().to_jwk(), jwk.clone());
+        prop_assert_eq!(parsed.to_pkcs8_der().unwrap(), key.to_pkcs8_der().unwrap());
 
         let set = serde_json::to_vec(&serde_json::json!({ "keys": [jwk] })).unwrap();
         prop_assert_eq!(lint::lint(&set, lint::LintOptions { thumbprint_kids: true }), vec![]);
@@ -205,7 +210,211 @@ proptest! {
             let signature = key.sign(b"header.payload").unwrap();
             prop_assert!(public.verify(b"header.payload", &signature));
             prop_assert!(!public.verify(b"header.payload2", &signature));
+            let signature = parsed.sign(b"header.payload").unwrap();
+            prop_assert!(public.verify(b"header.payload", &signature));
         }
+    }
+}
+
+// --- Private JWKs as the keyring Secret holds them. ---
+
+fn private_jwk(alg: Algorithm) -> PrivateJwk {
+    generate(alg).to_private_jwk().unwrap()
+}
+
+/// The same integer with a leading zero octet: still valid base64url, no longer minimal.
+fn with_leading_zero(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode([&[0][..], &base64_decode(text)].concat())
+}
+
+fn with_last_byte_flipped(text: &str) -> String {
+    use base64::Engine as _;
+    let mut bytes = base64_decode(text);
+    *bytes.last_mut().unwrap() ^= 0x02;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[test]
+fn private_jwk_that_is_inconsistent_or_not_canonical_is_refused() {
+    let mismatch =
+        || jose::Error::MalformedJwk("the private members do not match the public key".into());
+    let malformed = |reason: &str| jose::Error::MalformedJwk(reason.into());
+    let rsa = private_jwk(Algorithm::Rs256);
+    let ec = private_jwk(Algorithm::Es256);
+    let ed = private_jwk(Algorithm::EdDsa);
+    let edit = |jwk: &PrivateJwk, change: &dyn Fn(&mut PrivateJwk)| {
+        let mut jwk = jwk.clone();
+        change(&mut jwk);
+        jwk
+    };
+
+    let cases: Vec<(&str, PrivateJwk, jose::Error)> = vec![
+        (
+            "RSA tampered d",
+            edit(&rsa, &|j| j.d = with_last_byte_flipped(&j.d)),
+            mismatch(),
+        ),
+        (
+            "RSA d of another key",
+            edit(&rsa, &|j| j.d = private_jwk(Algorithm::Rs256).d),
+            mismatch(),
+        ),
+        (
+            "RSA p and q swapped",
+            edit(&rsa, &|j| std::mem::swap(&mut j.p, &mut j.q)),
+            mismatch(),
+        ),
+        (
+            "RSA tampered qi",
+            edit(&rsa, &|j| {
+                j.qi = j.qi.as_deref().map(with_last_byte_flipped)
+            }),
+            mismatch(),
+        ),
+        (
+            "RSA missing qi",
+            edit(&rsa, &|j| j.qi = None),
+            malformed("missing \"qi\""),
+        ),
+        (
+            "RSA p with a leading zero octet",
+            edit(&rsa, &|j| j.p = j.p.as_deref().map(with_leading_zero)),
+            malformed("\"p\" is not a minimal Base64urlUInt"),
+        ),
+        (
+            "RSA d padded",
+            edit(&rsa, &|j| j.d = format!("{}==", j.d)),
+            malformed("\"d\" is not unpadded base64url"),
+        ),
+        (
+            "RSA key as ES256",
+            edit(&rsa, &|j| j.alg = "ES256".into()),
+            jose::Error::AlgorithmMismatch {
+                algorithm: Algorithm::Es256,
+                kind: jose::KeyKind::Rsa { bits: 2048 },
+            },
+        ),
+        (
+            "RS256 for encryption",
+            edit(&rsa, &|j| j.key_use = "enc".into()),
+            malformed("\"use\" is \"enc\", but RS256 keys are \"sig\""),
+        ),
+        (
+            "EC tampered d",
+            edit(&ec, &|j| j.d = with_last_byte_flipped(&j.d)),
+            mismatch(),
+        ),
+        (
+            "EC d of another key",
+            edit(&ec, &|j| j.d = private_jwk(Algorithm::Es256).d),
+            mismatch(),
+        ),
+        (
+            "EC d of the wrong length",
+            edit(&ec, &|j| j.d = with_leading_zero(&j.d)),
+            malformed("\"d\" must be 32 bytes"),
+        ),
+        (
+            "EC d wrapped over two lines",
+            edit(&ec, &|j| j.d.insert(20, '\n')),
+            malformed("\"d\" is not unpadded base64url"),
+        ),
+        (
+            "Ed25519 d of another key",
+            edit(&ed, &|j| j.d = private_jwk(Algorithm::EdDsa).d),
+            mismatch(),
+        ),
+        (
+            "Ed25519 missing x",
+            edit(&ed, &|j| j.x = None),
+            malformed("missing \"x\""),
+        ),
+        (
+            "Ed25519 d of the wrong length",
+            edit(&ed, &|j| j.d = with_leading_zero(&j.d)),
+            malformed("\"d\" must be 32 bytes"),
+        ),
+        (
+            "Ed25519 key for ES256",
+            edit(&ed, &|j| j.alg = "ES256".into()),
+            jose::Error::AlgorithmMismatch {
+                algorithm: Algorithm::Es256,
+                kind: jose::KeyKind::Ed25519,
+            },
+        ),
+    ];
+    for (name, jwk, expected) in cases {
+        match jwk.to_private_key() {
+            Ok(_) => panic!("{name}: accepted"),
+            Err(error) => {
+                assert_eq!(error, expected, "{name}");
+                let message = error.to_string();
+                assert!(!message.contains('\n'), "{name}: multi-line error");
+                assert!(!message.contains(&jwk.d), "{name}: the error shows d");
+            }
+        }
+    }
+}
+
+#[test]
+fn private_jwk_kid_is_left_to_the_caller() {
+    let mut jwk = private_jwk(Algorithm::Es256);
+    let thumbprint = std::mem::replace(&mut jwk.kid, "my-key".into());
+    let key = jwk.to_private_key().unwrap();
+    assert_eq!(key.public_key().to_jwk().kid, thumbprint);
+}
+
+#[test]
+fn private_jwk_debug_prints_no_private_member() {
+    let jwk = private_jwk(Algorithm::Rs256).with_certificate(b"not really DER");
+    let debug = format!("{jwk:?}");
+    let private = [
+        &jwk.d,
+        jwk.p.as_ref().unwrap(),
+        jwk.q.as_ref().unwrap(),
+        jwk.dp.as_ref().unwrap(),
+        jwk.dq.as_ref().unwrap(),
+        jwk.qi.as_ref().unwrap(),
+    ];
+    for member in private {
+        assert!(!debug.contains(member.as_str()), "{debug}");
+    }
+    assert!(debug.contains(&jwk.kid), "{debug}");
+}
+
+#[test]
+fn private_jwk_certificate_matches_the_public_jwk_certificate() {
+    for alg in [Algorithm::Rs256, Algorithm::Es384, Algorithm::EdDsa] {
+        let key = generate(alg);
+        let now = std::time::SystemTime::now();
+        let der = jose::self_signed_certificate(
+            &key,
+            "api.example",
+            now,
+            now + std::time::Duration::from_secs(86400),
+        )
+        .unwrap();
+        let private = key.to_private_jwk().unwrap().with_certificate(&der);
+        assert_eq!(
+            private.to_public_jwk(),
+            key.public_key().to_jwk().with_certificate(&der),
+            "{alg}"
+        );
+        let json = serde_json::to_string(&private).unwrap();
+        assert_eq!(
+            json,
+            jose::canonical_json(&private).unwrap(),
+            "{alg}: member order is not canonical"
+        );
+        let parsed: PrivateJwk = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed, private, "{alg}");
+        assert_eq!(
+            parsed.to_private_key().unwrap().public_key(),
+            key.public_key(),
+            "{alg}"
+        );
     }
 }
 

@@ -58,6 +58,7 @@ pub struct Spki {
 /// The integers of a PKCS#1 RSAPrivateKey, big-endian without sign octets.
 pub struct RsaPrivateParts {
     pub n: Vec<u8>,
+    pub e: Vec<u8>,
     pub d: Vec<u8>,
     pub p: Vec<u8>,
     pub q: Vec<u8>,
@@ -120,10 +121,8 @@ pub fn parse_rsa_private(der: &[u8]) -> Result<RsaPrivateParts, Error> {
             let _version = r.next().read_u8()?;
             let parts = RsaPrivateParts {
                 n: read_uint(r)?,
-                d: {
-                    let _public_exponent = read_uint(r)?;
-                    read_uint(r)?
-                },
+                e: read_uint(r)?,
+                d: read_uint(r)?,
                 p: read_uint(r)?,
                 q: read_uint(r)?,
                 dp: read_uint(r)?,
@@ -135,6 +134,20 @@ pub fn parse_rsa_private(der: &[u8]) -> Result<RsaPrivateParts, Error> {
         })
     })
     .map_err(|e| Error::malformed("RSA private key (PKCS#1)", e))
+}
+
+/// DER PKCS#1 RSAPrivateKey, version 0 (two primes).
+pub fn rsa_private_key(parts: &RsaPrivateParts) -> Vec<u8> {
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u8(0);
+            for int in [
+                &parts.n, &parts.e, &parts.d, &parts.p, &parts.q, &parts.dp, &parts.dq, &parts.qi,
+            ] {
+                w.next().write_bigint_bytes(int, true);
+            }
+        })
+    })
 }
 
 /// A PKCS#1 RSAPublicKey: modulus and exponent.
@@ -335,5 +348,25 @@ mod tests {
             (256, vec![1, 0, 1]),
             "a high first octet needs a sign octet in DER, not in the result"
         );
+    }
+
+    #[test]
+    fn rsa_private_key_round_trips_through_the_parser() {
+        let int = |first: u8| vec![first, 1, 2];
+        let parts = RsaPrivateParts {
+            n: int(0xC1),
+            e: vec![1, 0, 1],
+            d: int(3),
+            p: int(0x84),
+            q: int(5),
+            dp: int(6),
+            dq: int(0xF7),
+            qi: int(8),
+        };
+        let parsed = parse_rsa_private(&rsa_private_key(&parts)).unwrap();
+        let all = |p: &RsaPrivateParts| {
+            [&p.n, &p.e, &p.d, &p.p, &p.q, &p.dp, &p.dq, &p.qi].map(Vec::clone)
+        };
+        assert_eq!(all(&parsed), all(&parts));
     }
 }

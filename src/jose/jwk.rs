@@ -1,10 +1,16 @@
 //! JSON Web Keys (RFC 7517) and their RFC 7638 thumbprints.
 
 use aws_lc_rs::digest;
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use serde::{Deserialize, Serialize};
 
+use super::der::{self, RsaPrivateParts};
 use super::import::on_curve;
-use super::{Algorithm, Curve, Error, PrivateKey, PrivateMembers, PublicKey, PublicMaterial, b64};
+use super::key::ecdsa_algorithm;
+use super::{
+    Algorithm, Curve, Error, PrivateKey, PrivateMaterial, PrivateMembers, PublicKey,
+    PublicMaterial, b64,
+};
 
 /// A public JWK as published. Members are declared in lexicographic order, the order canonical
 /// JSON (RFC 8785) uses, so serialising this struct is already canonical.
@@ -59,6 +65,10 @@ pub struct PrivateJwk {
     pub key_use: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
 }
@@ -154,6 +164,8 @@ impl PrivateKey {
             qi: None,
             key_use: public.key_use,
             x: public.x,
+            x5c: public.x5c,
+            x5t_s256: public.x5t_s256,
             y: public.y,
         };
         match self.private_members()? {
@@ -181,8 +193,7 @@ impl PrivateKey {
 impl Jwk {
     /// Attaches a DER certificate for this key as `x5c` (standard base64) and `x5t#S256`.
     pub fn with_certificate(mut self, der: &[u8]) -> Jwk {
-        self.x5c = Some(vec![b64::encode_standard(der)]);
-        self.x5t_s256 = Some(b64::encode(digest::digest(&digest::SHA256, der).as_ref()));
+        (self.x5c, self.x5t_s256) = certificate_members(der);
         self
     }
 
@@ -216,27 +227,92 @@ impl Jwk {
     }
 }
 
+impl PrivateJwk {
+    /// Attaches a DER certificate for this key, as [`Jwk::with_certificate`] does.
+    pub fn with_certificate(mut self, der: &[u8]) -> PrivateJwk {
+        (self.x5c, self.x5t_s256) = certificate_members(der);
+        self
+    }
+
+    /// The public JWK: every member but the private ones, unchanged.
+    pub fn to_public_jwk(&self) -> Jwk {
+        Jwk {
+            alg: self.alg.clone(),
+            crv: self.crv.clone(),
+            e: self.e.clone(),
+            kid: self.kid.clone(),
+            kty: self.kty.clone(),
+            n: self.n.clone(),
+            key_use: self.key_use.clone(),
+            x: self.x.clone(),
+            x5c: self.x5c.clone(),
+            x5t_s256: self.x5t_s256.clone(),
+            y: self.y.clone(),
+        }
+    }
+
+    /// Parses the key pair with every check of [`Jwk::to_public_key`], plus canonical private
+    /// members that belong to the public ones. The `kid` is left for the caller to compare.
+    pub fn to_private_key(&self) -> Result<PrivateKey, Error> {
+        let public = self.to_public_jwk().to_public_key()?;
+        let mismatch =
+            |_| Error::MalformedJwk("the private members do not match the public key".into());
+        let material = match public.material {
+            PublicMaterial::Rsa { n, e } => {
+                let parts = RsaPrivateParts {
+                    n,
+                    e,
+                    d: decode_uint("d", Some(&self.d))?,
+                    p: decode_uint("p", self.p.as_deref())?,
+                    q: decode_uint("q", self.q.as_deref())?,
+                    dp: decode_uint("dp", self.dp.as_deref())?,
+                    dq: decode_uint("dq", self.dq.as_deref())?,
+                    qi: decode_uint("qi", self.qi.as_deref())?,
+                };
+                // Parsing runs RSA_check_key: p·q = n, d·e ≡ 1 mod p−1 and q−1, dp, dq and qi.
+                let pair = RsaKeyPair::from_der(&der::rsa_private_key(&parts)).map_err(mismatch)?;
+                PrivateMaterial::Rsa(pair)
+            }
+            PublicMaterial::Ec { curve, x, y } => {
+                // RFC 7518 §6.2.2.1: d is exactly as long as the curve's order.
+                let d = decode_fixed("d", &self.d, curve.coordinate_len())?;
+                let point = [&[0x04][..], &x, &y].concat();
+                let pair = EcdsaKeyPair::from_private_key_and_public_key(
+                    ecdsa_algorithm(curve),
+                    &d,
+                    &point,
+                )
+                .map_err(mismatch)?;
+                PrivateMaterial::Ec(curve, pair)
+            }
+            PublicMaterial::Ed25519 { x } => {
+                // RFC 8037 §2: d is the 32-byte seed.
+                let d = decode_fixed("d", &self.d, 32)?;
+                PrivateMaterial::Ed25519(
+                    Ed25519KeyPair::from_seed_and_public_key(&d, &x).map_err(mismatch)?,
+                )
+            }
+        };
+        PrivateKey::new(public.algorithm, material)
+    }
+}
+
+/// `x5c` (standard base64, RFC 7517 §4.7) and `x5t#S256` for one DER certificate.
+fn certificate_members(der: &[u8]) -> (Option<Vec<String>>, Option<String>) {
+    (
+        Some(vec![b64::encode_standard(der)]),
+        Some(b64::encode(digest::digest(&digest::SHA256, der).as_ref())),
+    )
+}
+
 /// Decodes the key members of a JWK of type `kty` (used by [`Jwk::to_public_key`] and the lint).
 pub fn public_material<'a>(
     kty: &str,
     crv: Option<&str>,
     member: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<PublicMaterial, Error> {
-    let bytes = |name: &str| -> Result<Vec<u8>, Error> {
-        let text =
-            member(name).ok_or_else(|| Error::MalformedJwk(format!("missing \"{name}\"")))?;
-        b64::decode(text)
-            .ok_or_else(|| Error::MalformedJwk(format!("\"{name}\" is not unpadded base64url")))
-    };
-    let uint = |name: &str| -> Result<Vec<u8>, Error> {
-        let value = bytes(name)?;
-        if value.is_empty() || (value.len() > 1 && value[0] == 0) {
-            return Err(Error::MalformedJwk(format!(
-                "\"{name}\" is not a minimal Base64urlUInt"
-            )));
-        }
-        Ok(value)
-    };
+    let bytes = |name: &str| decode(name, member(name));
+    let uint = |name: &str| decode_uint(name, member(name));
     match kty {
         "RSA" => Ok(PublicMaterial::Rsa {
             n: uint("n")?,
@@ -271,6 +347,34 @@ pub fn public_material<'a>(
         },
         other => Err(Error::UnsupportedKeyType(format!("kty {other:?}"))),
     }
+}
+
+/// A present member in canonical unpadded base64url (RFC 7515 §2).
+fn decode(name: &str, text: Option<&str>) -> Result<Vec<u8>, Error> {
+    let text = text.ok_or_else(|| Error::MalformedJwk(format!("missing \"{name}\"")))?;
+    b64::decode(text)
+        .ok_or_else(|| Error::MalformedJwk(format!("\"{name}\" is not unpadded base64url")))
+}
+
+/// RFC 7518 §2: a Base64urlUInt is the integer in the minimum number of octets.
+fn decode_uint(name: &str, text: Option<&str>) -> Result<Vec<u8>, Error> {
+    let value = decode(name, text)?;
+    if value.is_empty() || (value.len() > 1 && value[0] == 0) {
+        return Err(Error::MalformedJwk(format!(
+            "\"{name}\" is not a minimal Base64urlUInt"
+        )));
+    }
+    Ok(value)
+}
+
+fn decode_fixed(name: &str, text: &str, len: usize) -> Result<Vec<u8>, Error> {
+    let value = decode(name, Some(text))?;
+    if value.len() != len {
+        return Err(Error::MalformedJwk(format!(
+            "\"{name}\" must be {len} bytes"
+        )));
+    }
+    Ok(value)
 }
 
 /// Thumbprint of any JWK document (public or private), from its required members only.
