@@ -2,5 +2,6 @@
 //! as a JWK Set, and rotates them without ever breaking a verifier.
 
 pub mod api;
+pub mod controller;
 pub mod jose;
 pub mod lifecycle;

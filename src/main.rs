@@ -19,6 +19,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile SigningKeys (and their Secrets) until SIGTERM or Ctrl-C.
+    ///
+    /// Uses the kubeconfig (KUBECONFIG, ~/.kube/config) or, inside a pod, the service account.
+    Run {
+        /// Manage SigningKeys in this namespace only. Default: every namespace.
+        #[arg(short = 'n', long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Log as human-readable text or as one JSON object per line.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "text",
+            env = "JWKS_OPERATOR_LOG_FORMAT"
+        )]
+        log_format: cli::run::LogFormat,
+    },
     /// Print the CustomResourceDefinitions (YAML), exactly as crds/ holds them.
     Crds {
         /// Write one file per CRD into this directory instead of printing (regenerates crds/).
@@ -31,6 +47,52 @@ enum Command {
     /// Work with JWK Sets.
     #[command(subcommand)]
     Jwks(JwksCommand),
+    /// Start a rotation of a SigningKey now (sets its jwks-operator.io/rotate annotation).
+    ///
+    /// The operator generates a new key and publishes it; it signs after prePublish.
+    ///
+    /// Example: jwks-operator rotate api-tokens -n auth
+    Rotate {
+        /// The SigningKey.
+        name: String,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+    },
+    /// Revoke keys at once (adds their kids to the jwks-operator.io/revoke annotation).
+    ///
+    /// For emergencies: revoked keys leave every JWKS now, without grace. If the active key is
+    /// among them, a fresh key is generated and activated immediately.
+    ///
+    /// Example: jwks-operator revoke api-tokens -n auth --kid 3Yc…
+    Revoke {
+        /// The SigningKey.
+        name: String,
+        /// Key id to revoke (repeat for several).
+        #[arg(long = "kid", value_name = "KID", required = true)]
+        kids: Vec<String>,
+        /// Revoke kids the SigningKey's status does not list.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+    },
+    /// Show SigningKeys: a table of them, or one in detail with its keys and conditions.
+    Status {
+        /// Show this SigningKey in detail.
+        name: Option<String>,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+        /// List the SigningKeys of every namespace.
+        #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
+        all_namespaces: bool,
+    },
+}
+
+#[derive(Args)]
+struct NamespaceArg {
+    /// Namespace to work in. Default: the kubeconfig context's namespace.
+    #[arg(short = 'n', long, value_name = "NS")]
+    namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -120,6 +182,13 @@ fn parse_curve(value: &str) -> Result<Curve, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run {
+            namespace,
+            log_format,
+        } => cli::run::run(cli::run::RunOptions {
+            namespace,
+            log_format,
+        }),
         Command::Crds { out_dir } => cli::crds::run(out_dir.as_deref()),
         Command::Jwk(JwkCommand::Generate(args)) => cli::jwk::generate(cli::jwk::GenerateOptions {
             algorithm: args.alg,
@@ -138,6 +207,25 @@ fn main() -> ExitCode {
             source,
             thumbprint_kids,
         }) => cli::lint::run(&source, thumbprint_kids),
+        Command::Rotate { name, namespace } => cli::manual::rotate(&name, namespace.namespace),
+        Command::Revoke {
+            name,
+            kids,
+            force,
+            namespace,
+        } => cli::manual::revoke(&name, namespace.namespace, &kids, force),
+        Command::Status {
+            name,
+            namespace,
+            all_namespaces,
+        } => {
+            let scope = match (name, all_namespaces) {
+                (Some(name), _) => cli::status::Scope::Named(name),
+                (None, true) => cli::status::Scope::AllNamespaces,
+                (None, false) => cli::status::Scope::Namespace,
+            };
+            cli::status::run(scope, namespace.namespace)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,13 @@
-//! The offline commands. Each returns an exit code or a [`CliError`] printed as one line.
+//! The commands. Each returns an exit code or a [`CliError`] printed as one line.
 
+pub mod cluster;
 pub mod crds;
+pub mod format;
 pub mod jwk;
 pub mod lint;
+pub mod manual;
+pub mod run;
+pub mod status;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -181,7 +181,7 @@ pub fn plan_rotation<E>(
     } else if let Some(active) = ring.active() {
         let reason = if request.is_some() {
             Some(GenerateReason::Manual)
-        } else if active.spec != policy.key_spec {
+        } else if !policy.accepts(active.spec) {
             Some(GenerateReason::ParametersChanged)
         } else {
             generation_due(active, policy)

@@ -8,8 +8,11 @@ use crate::jose::{self, KeySpec};
 /// The spec, resolved into the terms the planner works in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// The shape every new key gets; an active key of another shape is rotated out.
+    /// The shape every new key gets.
     pub key_spec: KeySpec,
+    /// Whether `keySize`/`curve` were set: only then does an active key of another size or
+    /// curve (an imported one, say) get rotated out. Another algorithm always does.
+    pub explicit_shape: bool,
     /// Absent: manual rotation only.
     pub interval: Option<SignedDuration>,
     pub pre_publish: SignedDuration,
@@ -50,8 +53,15 @@ impl Policy {
             interval: rotation.interval.map(signed),
             pre_publish: signed(rotation.pre_publish),
             grace_period: signed(rotation.grace_period),
+            explicit_shape: spec.key_size.is_some() || spec.curve.is_some(),
             import: spec.import_from.is_some(),
         })
+    }
+
+    /// Whether a key of shape `spec` may go on signing under this policy.
+    pub fn accepts(&self, spec: KeySpec) -> bool {
+        spec.algorithm == self.key_spec.algorithm
+            && (!self.explicit_shape || spec.kind == self.key_spec.kind)
     }
 }
 
@@ -123,11 +133,30 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(policy.key_spec.kind, KeyKind::Rsa { bits: 3072 });
+        assert!(policy.explicit_shape);
         assert_eq!(policy.interval, Some(SignedDuration::from_mins(90)));
         assert_eq!(policy.pre_publish, SignedDuration::from_mins(10));
         assert_eq!(policy.grace_period, SignedDuration::from_hours(2));
         let ecdh = Policy::from_spec(&spec("{algorithm: ECDH-ES+A256KW, curve: P-521}")).unwrap();
         assert_eq!(ecdh.key_spec.kind, KeyKind::Ec(jose::Curve::P521));
+    }
+
+    #[test]
+    fn another_key_size_is_accepted_unless_the_spec_names_one() {
+        let rsa = |bits| KeySpec {
+            algorithm: jose::Algorithm::Rs256,
+            kind: KeyKind::Rsa { bits },
+        };
+        let implicit = Policy::from_spec(&spec("algorithm: RS256")).unwrap();
+        assert!(
+            implicit.accepts(rsa(4096)),
+            "an imported 4096-bit key keeps signing"
+        );
+        let explicit = Policy::from_spec(&spec("{algorithm: RS256, keySize: 2048}")).unwrap();
+        assert!(!explicit.accepts(rsa(4096)));
+        assert!(explicit.accepts(rsa(2048)));
+        let es = KeySpec::new(jose::Algorithm::Es256, None, None).unwrap();
+        assert!(!implicit.accepts(es), "another algorithm always rotates");
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl World {
                 interval: Some(secs(60)),
                 pre_publish: secs(5),
                 grace_period: secs(20),
+                explicit_shape: false,
                 import: false,
             },
             secret: KeyRing::default(),
@@ -324,6 +325,7 @@ impl World {
                     interval: interval.map(secs),
                     pre_publish: secs(pre_publish),
                     grace_period: secs(grace),
+                    explicit_shape: false,
                     import: false,
                 };
             }

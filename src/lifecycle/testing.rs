@@ -27,6 +27,7 @@ pub fn policy() -> Policy {
         interval: Some(secs(100)),
         pre_publish: secs(10),
         grace_period: secs(30),
+        explicit_shape: false,
         import: false,
     }
 }

@@ -1,0 +1,390 @@
+//! The SigningKey controller: read (the SigningKey, its Secret, the publications that select
+//! it) → plan ([`plan_rotation`]) → apply (Secret first, then status) → report (events).
+
+mod mint;
+mod report;
+mod stored;
+
+pub use stored::{
+    ALG, KEY_JWK, KEY_PEM, KEYRING, KID, LIFECYCLE_ANNOTATION, MANAGED_BY_LABEL, MANAGER,
+    SIGNING_KEY_LABEL,
+};
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::{JwksPublication, REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey};
+use crate::lifecycle::{
+    Policy, PublicationFacts, RotationInput, RotationPlan, plan_rotation, selects,
+};
+
+use super::{Context, Error, FIELD_MANAGER, Scope};
+use mint::{KeyMint, import_failed};
+use report::{Outcome, Problem, build_events, build_status};
+
+/// While a problem only the user can fix persists (an unreadable import source, a Secret that
+/// belongs to someone else), look again this often: those sources are not watched.
+const PROBLEM_RETRY: Duration = Duration::from_secs(30);
+
+/// The controller: SigningKeys, their Secrets (metadata only, so private bytes are never
+/// cached) and every JwksPublication (a publication serving a kid can unblock an activation).
+pub fn controller(client: kube::Client, scope: &Scope) -> Controller<SigningKey> {
+    let keys: Api<SigningKey> = scope.api(client.clone());
+    let secrets: Api<PartialObjectMeta<Secret>> = scope.api(client.clone());
+    let publications: Api<JwksPublication> = scope.api(client);
+    let controller = Controller::new(keys, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(
+            secrets,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+        )
+        .watches(
+            publications,
+            watcher::Config::default(),
+            move |publication| {
+                // Every key of the namespace, not only the selected ones: a selector edit can
+                // release a key that is waiting for this publication.
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|key| key.namespace() == publication.namespace())
+                    .map(|key| ObjectRef::from_obj(&*key))
+                    .collect::<Vec<_>>()
+            },
+        )
+}
+
+pub fn error_policy(key: Arc<SigningKey>, error: &Error, _: Arc<Context>) -> Action {
+    if !error.is_conflict() {
+        warn!(namespace = key.namespace(), name = key.name_any(), %error, "reconcile failed");
+    }
+    Action::requeue(error.retry_after())
+}
+
+pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = key
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(key.name_any()))?;
+    let client = &context.client;
+    let keys: Api<SigningKey> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    // The cached copy may lag: G1 and the status precondition need the current object.
+    let Some(key) = keys.get_opt(&key.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if key.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = now();
+    let secret_name = stored::secret_name(&key);
+    let secret = secrets.get_opt(&secret_name).await?;
+    if let Some(problem) = ownership_problem(&key, secret.as_ref()) {
+        return report_problem(&context, &keys, &key, secret.as_ref(), problem, now).await;
+    }
+    let recovered = stored::recover(secret.as_ref(), key.status.as_ref());
+    let policy = match Policy::from_spec(&key.spec) {
+        Ok(policy) => policy,
+        Err(e) => {
+            let problem = Problem {
+                reason: "InvalidSpec",
+                message: e.to_string(),
+            };
+            return report_problem(&context, &keys, &key, secret.as_ref(), problem, now).await;
+        }
+    };
+    let publications = publication_facts(client, &namespace, &key).await?;
+    let import = match (&key.spec.import_from, recovered.ring.keys.is_empty()) {
+        (Some(source), true) => Some(read_import(&secrets, source).await),
+        _ => None,
+    };
+    let revoke: BTreeSet<String> = key
+        .annotations()
+        .get(REVOKE_ANNOTATION)
+        .map(|kids| {
+            kids.split(',')
+                .map(str::trim)
+                .filter(|kid| !kid.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut mint = KeyMint {
+        certificate: key.spec.certificate.as_ref(),
+        import,
+        import_source: key
+            .spec
+            .import_from
+            .as_ref()
+            .map(|s| format!("Secret {}/{} key {:?}", namespace, s.secret_name, s.key))
+            .unwrap_or_default(),
+        now: now.into(),
+        minted: Default::default(),
+    };
+    let input = RotationInput {
+        policy: &policy,
+        ring: &recovered.ring,
+        publications: &publications,
+        rotate_request: key.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        revoke: &revoke,
+        now,
+    };
+    // Generating an RSA key takes up to a second of CPU: keep it off the async workers.
+    let planned = tokio::task::block_in_place(|| {
+        plan_rotation(input, |source, spec| mint.mint(source, spec))
+    });
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(problem) => {
+            return report_problem(&context, &keys, &key, secret.as_ref(), problem, now).await;
+        }
+    };
+
+    let mut private = recovered.private;
+    let mut public = recovered.public;
+    for (kid, jwk) in mint.minted {
+        public.insert(kid.clone(), jwk.to_public_jwk());
+        private.insert(kid, jwk);
+    }
+    // G4: the private half of every key is stored before any status lists its public half.
+    let desired = stored::build_secret(&key, &plan.ring, &private, &public)?;
+    write_secret(&secrets, secret.as_ref(), desired).await?;
+
+    let outcome = Outcome {
+        key: &key,
+        ring: &plan.ring,
+        public: &public,
+        plan: Some(&plan),
+        damage: &recovered.damage,
+        problem: None,
+        now,
+    };
+    write_status(&keys, &key, build_status(&outcome)).await?;
+    publish_events(&context, &key, &outcome).await;
+    log_plan(&key, &plan);
+    Ok(wake_up(&plan, now))
+}
+
+/// Facts from every JwksPublication that selects `key`: since when it has served each kid.
+async fn publication_facts(
+    client: &kube::Client,
+    namespace: &str,
+    key: &SigningKey,
+) -> Result<Vec<PublicationFacts>, Error> {
+    // A fresh list, not a cache: a publication created a moment ago must gate activation too.
+    let publications: Api<JwksPublication> = Api::namespaced(client.clone(), namespace);
+    let list = publications.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| selects(p, key))
+        .map(|p| PublicationFacts {
+            name: p.name_any(),
+            served_since: p
+                .status
+                .iter()
+                .flat_map(|s| &s.keys)
+                .map(|k| (k.kid.clone(), k.published_at.0))
+                .collect(),
+        })
+        .collect())
+}
+
+async fn read_import(
+    secrets: &Api<Secret>,
+    source: &crate::api::ImportFrom,
+) -> Result<Vec<u8>, Problem> {
+    let name = format!("Secret {}", source.secret_name);
+    let secret = secrets
+        .get_opt(&source.secret_name)
+        .await
+        .map_err(|e| import_failed(&name, e.to_string()))?
+        .ok_or_else(|| import_failed(&name, "the Secret does not exist".into()))?;
+    let data = secret.data.unwrap_or_default();
+    match data.get(&source.key) {
+        Some(bytes) => Ok(bytes.0.clone()),
+        None => Err(import_failed(
+            &name,
+            format!(
+                "it has no key {:?} (it has: {})",
+                source.key,
+                data.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// A Secret of that name that this SigningKey does not control is never touched.
+fn ownership_problem(key: &SigningKey, secret: Option<&Secret>) -> Option<Problem> {
+    let secret = secret?;
+    let uid = key.meta().uid.as_deref();
+    let controller = secret
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true));
+    let ours = match controller {
+        Some(owner) => Some(owner.uid.as_str()) == uid,
+        // An orphaned Secret of ours (its SigningKey was deleted with --cascade=orphan) is
+        // adopted; anything else is someone else's.
+        None => {
+            secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+                && secret.annotations().contains_key(LIFECYCLE_ANNOTATION)
+        }
+    };
+    (!ours).then(|| Problem {
+        reason: "SecretConflict",
+        message: format!(
+            "Secret {} exists and is not managed by this SigningKey; set spec.secretName to another name or delete that Secret",
+            secret.name_any()
+        ),
+    })
+}
+
+/// Creates the Secret, or applies the desired one over the version read. Either way the
+/// apiserver refuses the write (409) if another writer got there first, so two operators can
+/// never both add a key.
+async fn write_secret(
+    secrets: &Api<Secret>,
+    observed: Option<&Secret>,
+    mut desired: Secret,
+) -> Result<(), Error> {
+    let Some(observed) = observed else {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        secrets.create(&params, &desired).await?;
+        return Ok(());
+    };
+    if secret_matches(observed, &desired) {
+        return Ok(());
+    }
+    desired.metadata.resource_version = observed.resource_version();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    secrets
+        .patch(&observed.name_any(), &params, &Patch::Apply(&desired))
+        .await?;
+    Ok(())
+}
+
+/// Whether the observed Secret already carries everything the desired one sets.
+fn secret_matches(observed: &Secret, desired: &Secret) -> bool {
+    let contains = |have: &Option<std::collections::BTreeMap<String, String>>,
+                    want: &Option<std::collections::BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    observed.data == desired.data
+        && observed.type_ == desired.type_
+        && contains(&observed.metadata.labels, &desired.metadata.labels)
+        && contains(
+            &observed.metadata.annotations,
+            &desired.metadata.annotations,
+        )
+        && desired
+            .owner_references()
+            .iter()
+            .all(|r| observed.owner_references().contains(r))
+}
+
+/// Server-side applies the status, conditional on the SigningKey not having changed since it
+/// was read: a slower concurrent reconcile can then never overwrite a newer status.
+async fn write_status(
+    keys: &Api<SigningKey>,
+    key: &SigningKey,
+    status: crate::api::SigningKeyStatus,
+) -> Result<(), Error> {
+    if key.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": SigningKey::api_version(&()),
+        "kind": SigningKey::kind(&()),
+        "metadata": {"name": key.name_any(), "resourceVersion": key.resource_version()},
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    keys.patch_status(&key.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn publish_events(context: &Context, key: &SigningKey, outcome: &Outcome<'_>) {
+    let reference = key.object_ref(&());
+    for event in build_events(outcome) {
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            warn!(namespace = key.namespace(), name = key.name_any(), reason = event.reason, %error, "cannot publish event");
+        }
+    }
+}
+
+/// Reports a problem that prevents planning; the ring and Secret stay as they are.
+async fn report_problem(
+    context: &Context,
+    keys: &Api<SigningKey>,
+    key: &SigningKey,
+    secret: Option<&Secret>,
+    problem: Problem,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    warn!(
+        namespace = key.namespace(),
+        name = key.name_any(),
+        reason = problem.reason,
+        message = problem.message,
+        "cannot reconcile"
+    );
+    let recovered = if problem.reason == "SecretConflict" {
+        stored::recover(None, key.status.as_ref())
+    } else {
+        stored::recover(secret, key.status.as_ref())
+    };
+    let outcome = Outcome {
+        key,
+        ring: &recovered.ring,
+        public: &recovered.public,
+        plan: None,
+        damage: &[],
+        problem: Some(&problem),
+        now,
+    };
+    write_status(keys, key, build_status(&outcome)).await?;
+    publish_events(context, key, &outcome).await;
+    Ok(Action::requeue(PROBLEM_RETRY))
+}
+
+fn log_plan(key: &SigningKey, plan: &RotationPlan) {
+    for change in &plan.changes {
+        info!(namespace = key.namespace(), name = key.name_any(), change = ?change, "key ring changed");
+    }
+}
+
+/// Requeue exactly when the next transition is due; otherwise only a change wakes us.
+fn wake_up(plan: &RotationPlan, now: Timestamp) -> Action {
+    match plan.wake_at {
+        Some(at) => {
+            let delay = at.duration_since(now);
+            Action::requeue(Duration::try_from(delay).unwrap_or(Duration::ZERO))
+        }
+        None => Action::await_change(),
+    }
+}
+
+/// Now, to the microsecond: the precision the status and the lifecycle record keep, so a
+/// timestamp reads back exactly as planned.
+fn now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_microsecond(now.as_microsecond()).unwrap_or(now)
+}

@@ -1,0 +1,386 @@
+//! What a reconcile tells the user: the status (with its conditions) and the events. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType};
+
+use crate::api::{KeyState, KeyStatus, SigningKey, SigningKeyStatus};
+use crate::jose::Jwk;
+use crate::lifecycle::{Blocked, Change, GenerateReason, KeyRing, RotationPlan};
+
+use super::stored::Damage;
+
+/// Why a reconcile could not plan: reported as conditions and a Warning event, then retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// `ImportFailed`, `SecretConflict`, `InvalidSpec`, `KeyGenerationFailed`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The outcome of one reconcile, as far as the user sees it.
+pub struct Outcome<'a> {
+    pub key: &'a SigningKey,
+    pub ring: &'a KeyRing,
+    pub public: &'a BTreeMap<String, Jwk>,
+    /// Absent when planning failed (see `problem`).
+    pub plan: Option<&'a RotationPlan>,
+    pub damage: &'a [Damage],
+    pub problem: Option<&'a Problem>,
+    pub now: Timestamp,
+}
+
+pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
+    let Outcome { key, ring, .. } = *outcome;
+    let previous = key.status.clone().unwrap_or_default();
+    let generation = key.metadata.generation;
+    let keys = ring
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let jwk = serde_json::to_value(outcome.public.get(&k.kid)?).ok()?;
+            Some(KeyStatus {
+                kid: k.kid.clone(),
+                state: k.state(),
+                created_at: MicroTime(k.created_at),
+                activated_at: k.activated_at.map(MicroTime),
+                retired_at: k.retired_at.map(MicroTime),
+                remove_after: k.remove_after.map(MicroTime),
+                public_jwk: jwk.as_object()?.clone(),
+            })
+        })
+        .collect();
+    let conditions = [
+        ready(outcome),
+        rotating(outcome),
+        degraded(outcome, &previous),
+    ]
+    .into_iter()
+    .map(|(type_, status, reason, message)| {
+        let transition = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(outcome.now));
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: transition,
+        }
+    })
+    .collect();
+    SigningKeyStatus {
+        active_kid: ring.active().map(|k| k.kid.clone()),
+        next_rotation_at: outcome.plan.and_then(|p| p.next_rotation_at).map(MicroTime),
+        keys,
+        conditions,
+        observed_generation: generation,
+    }
+}
+
+type ConditionParts = (&'static str, &'static str, &'static str, String);
+
+fn ready(outcome: &Outcome<'_>) -> ConditionParts {
+    match (outcome.ring.active(), outcome.problem) {
+        (Some(active), _) => (
+            "Ready",
+            "True",
+            "KeyActive",
+            format!(
+                "key {} ({}) signs; {} key(s) published",
+                active.kid,
+                active.spec.algorithm,
+                outcome.ring.keys.len()
+            ),
+        ),
+        (None, Some(problem)) => ("Ready", "False", problem.reason, problem.message.clone()),
+        (None, None) => (
+            "Ready",
+            "False",
+            "NoKey",
+            "no key has been created yet".into(),
+        ),
+    }
+}
+
+fn rotating(outcome: &Outcome<'_>) -> ConditionParts {
+    let Some(plan) = outcome.plan else {
+        return (
+            "Rotating",
+            "Unknown",
+            "NotPlanned",
+            "see the Degraded condition".into(),
+        );
+    };
+    if let Some(blocked) = &plan.blocked {
+        return (
+            "Rotating",
+            "True",
+            "RotationBlocked",
+            blocked_message(blocked),
+        );
+    }
+    match (outcome.ring.pending(), plan.next_rotation_at) {
+        (Some(pending), Some(at)) => (
+            "Rotating",
+            "True",
+            "RotationInProgress",
+            format!("key {} is published ahead and signs from {at}", pending.kid),
+        ),
+        (Some(pending), None) => (
+            "Rotating",
+            "True",
+            "RotationInProgress",
+            format!("key {} is published ahead", pending.kid),
+        ),
+        (None, Some(at)) => (
+            "Rotating",
+            "False",
+            "Scheduled",
+            format!("next rotation at {at}"),
+        ),
+        (None, None) => (
+            "Rotating",
+            "False",
+            "ManualOnly",
+            "no rotation interval: rotate with the jwks-operator.io/rotate annotation".into(),
+        ),
+    }
+}
+
+/// Degraded reports damage found and problems met. Once repaired, the condition stays as it was
+/// until the ring or the spec changes, so that a repair is still visible after the fact.
+fn degraded(outcome: &Outcome<'_>, previous: &SigningKeyStatus) -> ConditionParts {
+    if let Some(problem) = outcome.problem {
+        return ("Degraded", "True", problem.reason, problem.message.clone());
+    }
+    if !outcome.damage.is_empty() {
+        let reason = if outcome.damage == [Damage::StatusRebuilt] {
+            "StatusRebuilt"
+        } else {
+            "SecretRepaired"
+        };
+        return ("Degraded", "True", reason, damage_message(outcome.damage));
+    }
+    let lost: Vec<&str> = outcome
+        .ring
+        .keys
+        .iter()
+        .filter(|k| !k.held)
+        .map(|k| k.kid.as_str())
+        .collect();
+    if !lost.is_empty() {
+        return (
+            "Degraded",
+            "True",
+            "PrivateKeysLost",
+            format!(
+                "the private half of {} is lost; the public half stays published until its removeAfter",
+                lost.join(", ")
+            ),
+        );
+    }
+    let unchanged = outcome.plan.is_some_and(|p| p.changes.is_empty())
+        && previous.observed_generation == outcome.key.metadata.generation;
+    let sticky = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True" && unchanged);
+    match sticky {
+        Some(c) => (
+            "Degraded",
+            "True",
+            if c.reason == "StatusRebuilt" {
+                "StatusRebuilt"
+            } else {
+                "SecretRepaired"
+            },
+            c.message.clone(),
+        ),
+        None => ("Degraded", "False", "AsExpected", "no damage found".into()),
+    }
+}
+
+fn damage_message(damage: &[Damage]) -> String {
+    let items: Vec<String> = damage.iter().map(ToString::to_string).collect();
+    format!("repaired: {}", items.join("; "))
+}
+
+fn blocked_message(blocked: &Blocked) -> String {
+    match blocked.until {
+        None => format!(
+            "key {} waits for {} to publish it (G1: it signs prePublish after every selecting JWKS serves it)",
+            blocked.kid,
+            blocked.unserved.join(", ")
+        ),
+        Some(at) => format!(
+            "key {} was published late; it signs from {at}, prePublish after the last JWKS served it",
+            blocked.kid
+        ),
+    }
+}
+
+/// The events for this outcome, in order.
+pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
+    let mut events = Vec::new();
+    if let Some(problem) = outcome.problem {
+        events.push(warning(
+            problem.reason,
+            "Reconcile",
+            problem.message.clone(),
+        ));
+    }
+    let damage: Vec<&Damage> = outcome
+        .damage
+        .iter()
+        .filter(|d| **d != Damage::StatusRebuilt)
+        .collect();
+    if !damage.is_empty() {
+        let owned: Vec<Damage> = damage.into_iter().cloned().collect();
+        events.push(warning("SecretRepaired", "Repair", damage_message(&owned)));
+    }
+    if outcome.damage.contains(&Damage::StatusRebuilt) {
+        events.push(warning(
+            "StatusRebuilt",
+            "Repair",
+            "the status had lost its keys; rebuilt from the Secret".into(),
+        ));
+    }
+    let Some(plan) = outcome.plan else {
+        return events;
+    };
+    for change in &plan.changes {
+        events.push(change_event(outcome, change));
+    }
+    let was_blocked = outcome
+        .key
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Rotating"))
+        .is_some_and(|c| c.reason == "RotationBlocked");
+    if let (Some(blocked), false) = (&plan.blocked, was_blocked) {
+        events.push(warning(
+            "RotationBlocked",
+            "Activate",
+            blocked_message(blocked),
+        ));
+    }
+    events
+}
+
+fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
+    let ring = outcome.ring;
+    let algorithm = |kid: &str| {
+        ring.get(kid)
+            .map(|k| k.spec.algorithm.to_string())
+            .unwrap_or_default()
+    };
+    match change {
+        Change::Generated { kid, reason } => {
+            let why = match reason {
+                GenerateReason::Bootstrap if outcome.key.spec.import_from.is_some() => {
+                    return normal(
+                        "KeyImported",
+                        "Import",
+                        format!(
+                            "imported key {kid} ({}) from spec.importFrom",
+                            algorithm(kid)
+                        ),
+                    );
+                }
+                GenerateReason::Bootstrap => "first key",
+                GenerateReason::Replacement => "replaces the revoked or lost active key",
+                GenerateReason::Scheduled => "scheduled rotation",
+                GenerateReason::Manual => "rotation requested by annotation",
+                GenerateReason::ParametersChanged => "the spec asks for new key parameters",
+            };
+            normal(
+                "KeyGenerated",
+                "Generate",
+                format!("generated key {kid} ({}): {why}", algorithm(kid)),
+            )
+        }
+        Change::Activated { kid } => {
+            normal("KeyActivated", "Activate", format!("key {kid} signs now"))
+        }
+        Change::Retired { kid } => {
+            let until = ring
+                .get(kid)
+                .and_then(|k| k.remove_after)
+                .map(|t| format!(" until {t}"))
+                .unwrap_or_default();
+            normal(
+                "KeyRetired",
+                "Retire",
+                format!("key {kid} stopped signing; it stays published{until}"),
+            )
+        }
+        Change::Removed { kid } => normal(
+            "KeyRemoved",
+            "Remove",
+            format!("key {kid} left the Secret and every JWKS after its grace period"),
+        ),
+        Change::Revoked { kid, was_active } => warning(
+            "KeyRevoked",
+            "Revoke",
+            format!(
+                "key {kid} revoked: removed from the Secret and every JWKS now{}",
+                if *was_active {
+                    "; it was the active key, a fresh key signs at once"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Change::Lost { kid, state } => warning(
+            "KeyLost",
+            "Repair",
+            format!(
+                "the Secret no longer holds the private half of {} key {kid}{}",
+                state_name(*state),
+                if *state == KeyState::Active {
+                    "; it is retired and a fresh key signs"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Change::RotationAlreadyPending { kid } => normal(
+            "RotationRequested",
+            "Rotate",
+            format!("rotation requested: key {kid} is already published ahead and takes over"),
+        ),
+    }
+}
+
+fn state_name(state: KeyState) -> &'static str {
+    match state {
+        KeyState::Pending => "pending",
+        KeyState::Active => "active",
+        KeyState::Retired => "retired",
+    }
+}
+
+fn normal(reason: &str, action: &str, note: String) -> Event {
+    event(EventType::Normal, reason, action, note)
+}
+
+fn warning(reason: &str, action: &str, note: String) -> Event {
+    event(EventType::Warning, reason, action, note)
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    }
+}
