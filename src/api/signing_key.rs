@@ -26,7 +26,7 @@ const SIGNING: &str =
     printcolumn(name = "Active Kid", type_ = "string", json_path = ".status.activeKid"),
     printcolumn(
         name = "Next Rotation",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextRotationAt"
     ),
     printcolumn(

@@ -89,6 +89,20 @@ pub enum Change {
     },
 }
 
+impl Change {
+    pub fn kid(&self) -> &str {
+        match self {
+            Change::Generated { kid, .. }
+            | Change::Activated { kid }
+            | Change::Retired { kid }
+            | Change::Removed { kid }
+            | Change::Revoked { kid, .. }
+            | Change::Lost { kid, .. }
+            | Change::RotationAlreadyPending { kid } => kid,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenerateReason {
     /// The first key of the SigningKey: active at once.

@@ -676,3 +676,21 @@ pub fn tail(path: &Path, lines: usize) -> String {
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The operator
+
+/// `jwks-operator run -n NAMESPACE` against the shared control plane, logging JSON. It runs
+/// under `setpriv --pdeathsig KILL`, so it dies with the test thread that started it even if the
+/// test binary is killed; dropping it kills it too.
+pub async fn start_operator(namespace: &str) -> ChildProcess {
+    let cp = shared_control_plane().await;
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--"])
+        .arg(env!("CARGO_BIN_EXE_jwks-operator"))
+        .args(["run", "--namespace", namespace, "--log-format", "json"])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("RUST_LOG", "info,jwks_operator=debug")
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    ChildProcess::spawn("operator", cmd)
+}

@@ -367,7 +367,7 @@ async fn report_problem(
 
 fn log_plan(key: &SigningKey, plan: &RotationPlan) {
     for change in &plan.changes {
-        info!(namespace = key.namespace(), name = key.name_any(), change = ?change, "key ring changed");
+        info!(namespace = key.namespace(), name = key.name_any(), kid = change.kid(), change = ?change, "key ring changed");
     }
 }
 

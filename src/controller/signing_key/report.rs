@@ -93,7 +93,7 @@ fn ready(outcome: &Outcome<'_>) -> ConditionParts {
             "True",
             "KeyActive",
             format!(
-                "key {} ({}) signs; {} key(s) published",
+                "key {} ({}) signs; {} key(s) in the ring",
                 active.kid,
                 active.spec.algorithm,
                 outcome.ring.keys.len()
