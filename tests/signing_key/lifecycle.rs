@@ -300,7 +300,7 @@ async fn revoking_the_active_key_replaces_it_at_once() {
     let k2 = active(&after).unwrap().kid.clone();
     assert_eq!(after.keys.len(), 1, "the revoked key left at once");
     let secret = world.secrets.get("revoked").await.unwrap();
-    assert_eq!(timeline::keyring_kids(&secret), [k2.clone()]);
+    assert_eq!(timeline::keyring_kids(&secret), std::slice::from_ref(&k2));
     let note = world.wait_event("revoked", "KeyRevoked").await;
     assert!(note.contains(&k1) && note.contains("fresh key"), "{note}");
     assert!(

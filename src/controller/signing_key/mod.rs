@@ -163,6 +163,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
 
     let outcome = Outcome {
         key: &key,
+        secret_name: secret_name.clone(),
         ring: &plan.ring,
         public: &public,
         plan: Some(&plan),
@@ -173,7 +174,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
     write_status(&keys, &key, build_status(&outcome)).await?;
     publish_events(&context, &key, &outcome).await;
     log_plan(&key, &plan);
-    Ok(wake_up(&plan, now))
+    Ok(wake_up(&plan))
 }
 
 /// Facts from every JwksPublication that selects `key`: since when it has served each kid.
@@ -353,6 +354,7 @@ async fn report_problem(
     };
     let outcome = Outcome {
         key,
+        secret_name: stored::secret_name(key),
         ring: &recovered.ring,
         public: &recovered.public,
         plan: None,
@@ -372,10 +374,11 @@ fn log_plan(key: &SigningKey, plan: &RotationPlan) {
 }
 
 /// Requeue exactly when the next transition is due; otherwise only a change wakes us.
-fn wake_up(plan: &RotationPlan, now: Timestamp) -> Action {
+fn wake_up(plan: &RotationPlan) -> Action {
     match plan.wake_at {
         Some(at) => {
-            let delay = at.duration_since(now);
+            // From the clock now, not from the start of this reconcile: its writes took time.
+            let delay = at.duration_since(Timestamp::now());
             Action::requeue(Duration::try_from(delay).unwrap_or(Duration::ZERO))
         }
         None => Action::await_change(),

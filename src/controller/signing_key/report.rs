@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 
 use crate::api::{KeyState, KeyStatus, SigningKey, SigningKeyStatus};
@@ -23,6 +25,7 @@ pub struct Problem {
 /// The outcome of one reconcile, as far as the user sees it.
 pub struct Outcome<'a> {
     pub key: &'a SigningKey,
+    pub secret_name: String,
     pub ring: &'a KeyRing,
     pub public: &'a BTreeMap<String, Jwk>,
     /// Absent when planning failed (see `problem`).
@@ -256,7 +259,9 @@ pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
         return events;
     };
     for change in &plan.changes {
-        events.push(change_event(outcome, change));
+        let mut event = change_event(outcome, change);
+        event.secondary = Some(key_reference(outcome, change.kid()));
+        events.push(event);
     }
     let was_blocked = outcome
         .key
@@ -356,6 +361,20 @@ fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
             "Rotate",
             format!("rotation requested: key {kid} is already published ahead and takes over"),
         ),
+    }
+}
+
+/// The key an event is about, as a part of the Secret that holds it. Besides telling the reader
+/// which key, it keeps the events of different keys apart: the event recorder merges events
+/// with the same reason and references into one series, keeping the first note.
+fn key_reference(outcome: &Outcome<'_>, kid: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(outcome.secret_name.clone()),
+        namespace: outcome.key.namespace(),
+        field_path: Some(format!("data[keyring.jwks].keys[kid={kid}]")),
+        ..ObjectReference::default()
     }
 }
 
