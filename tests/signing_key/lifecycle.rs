@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use jwks_operator::api::KeyState;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::support::{self, TIMEOUT, start_operator, wait_for};
@@ -448,4 +448,61 @@ async fn two_operators_at_once_neither_duplicate_nor_lose_keys() {
         never_signed.len() <= 1,
         "keys that never signed: {never_signed:?} of {held:?}"
     );
+}
+
+/// What keeps two operators from both adding a key: the apiserver refuses a server-side apply
+/// whose resourceVersion is stale, for the Secret and for the status subresource alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_with_a_stale_resource_version_is_refused() {
+    let world = World::new().await;
+    world
+        .create_key("raced", json!({}), json!({"algorithm": "ES256"}))
+        .await;
+    first_key(&world, "raced").await;
+    let stale_secret = world.secrets.get("raced").await.unwrap();
+    let stale_key = world.keys.get("raced").await.unwrap();
+    world.annotate("raced", "example.com/touch", "1").await;
+    let touch = json!({"metadata": {"annotations": {"example.com/touch": "1"}}});
+    world
+        .secrets
+        .patch("raced", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+
+    let params = PatchParams::apply("jwks-operator").force();
+    let secret_apply = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "raced", "resourceVersion": stale_secret.metadata.resource_version},
+        "data": {"kid": "c3RhbGU="},
+    });
+    let error = world
+        .secrets
+        .patch("raced", &params, &Patch::Apply(&secret_apply))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 409),
+        "{error}"
+    );
+    let status_apply = json!({
+        "apiVersion": "jwks-operator.io/v1alpha1", "kind": "SigningKey",
+        "metadata": {"name": "raced", "resourceVersion": stale_key.metadata.resource_version},
+        "status": {"activeKid": "stale"},
+    });
+    let error = world
+        .keys
+        .patch_status("raced", &params, &Patch::Apply(&status_apply))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 409),
+        "{error}"
+    );
+}
+
+async fn first_key(world: &World, name: &str) -> String {
+    let status = world
+        .wait_status(name, "its first key", |s| active(s).is_some())
+        .await;
+    active(&status).unwrap().kid.clone()
 }

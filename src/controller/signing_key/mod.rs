@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{JwksPublication, REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey};
 use crate::lifecycle::{
@@ -67,7 +67,10 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<SigningKey>
 }
 
 pub fn error_policy(key: Arc<SigningKey>, error: &Error, _: Arc<Context>) -> Action {
-    if !error.is_conflict() {
+    if error.is_conflict() {
+        // Another writer (a second operator, a user) changed the object since it was read.
+        debug!(namespace = key.namespace(), name = key.name_any(), %error, "write conflict; retrying with fresh reads");
+    } else {
         warn!(namespace = key.namespace(), name = key.name_any(), %error, "reconcile failed");
     }
     Action::requeue(error.retry_after())
