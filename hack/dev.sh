@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# `make dev`: a local control plane with the CRDs installed and examples/ applied, in the
-# foreground. Ctrl-C stops everything. The operator itself is not implemented yet (issue 4);
-# until then this gives a working API to explore with kubectl.
+# `make dev`: a local control plane with the CRDs installed, the operator running and examples/
+# applied, in the foreground. Ctrl-C stops everything.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf '[dev] %s\n' "$*" >&2; }
@@ -11,7 +10,8 @@ bin_dir=$("$root/hack/control-plane/build.sh" | tail -1)
 cargo build --locked --quiet --manifest-path "$root/Cargo.toml"
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/jwks-operator-dev.XXXXXX")
-trap 'kill -TERM "$launcher" 2>/dev/null; wait "$launcher" 2>/dev/null; rm -rf "$state"' EXIT
+operator=
+trap 'kill -TERM $operator "$launcher" 2>/dev/null; wait $operator "$launcher" 2>/dev/null; rm -rf "$state"' EXIT
 trap 'exit 130' INT TERM
 KCP_CRDS="$root/crds" "$root/hack/control-plane/start.sh" --watch-pid $$ >"$state/launcher.out" &
 launcher=$!
@@ -25,17 +25,24 @@ done
 kubeconfig=$(sed -n 's/^KUBECONFIG=//p' "$state/launcher.out")
 [[ -n $kubeconfig ]] || { say "the control plane did not become ready"; exit 1; }
 export KUBECONFIG=$kubeconfig
+operator_bin="$root/target/debug/jwks-operator"
+"$operator_bin" run 2> >(sed -u 's/^/[operator] /' >&2) &
+operator=$!
 "$bin_dir/kubectl" apply --server-side -f "$root/examples/" >&2
+"$bin_dir/kubectl" wait --for=condition=Ready signingkeys --all -A --timeout=60s >&2
+"$operator_bin" status -A >&2
 
 cat >&2 <<MSG
 
-The local control plane is up, with the CRDs installed and examples/ applied.
+The local control plane is up, the operator runs (its log is prefixed [operator]) and the
+examples are applied: their keys are in Secrets.
 
   export KUBECONFIG=$kubeconfig
   export PATH=$bin_dir:\$PATH
-  kubectl get signingkeys,jwkspublications
+  kubectl get signingkeys,jwkspublications -A
+  $operator_bin status -A
+  $operator_bin rotate api-tokens -n default
 
-The operator (\`jwks-operator run\`) and the JWKS server are not implemented yet, so no
-keys are generated and there is no JWKS URL to curl. Press Ctrl-C to stop everything.
+Press Ctrl-C to stop everything.
 MSG
-wait "$launcher"
+wait -n "$launcher" "$operator"

@@ -35,7 +35,7 @@ use report::{Outcome, Problem, build_events, build_status};
 
 /// While a problem only the user can fix persists (an unreadable import source, a Secret that
 /// belongs to someone else), look again this often: those sources are not watched.
-const PROBLEM_RETRY: Duration = Duration::from_secs(30);
+const PROBLEM_RETRY: Duration = Duration::from_secs(10);
 
 /// The controller: SigningKeys, their Secrets (metadata only, so private bytes are never
 /// cached) and every JwksPublication (a publication serving a kid can unblock an activation).
