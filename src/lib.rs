@@ -5,3 +5,4 @@ pub mod api;
 pub mod controller;
 pub mod jose;
 pub mod lifecycle;
+pub mod publication;

@@ -1,0 +1,153 @@
+//! The ConfigMap data contract between the publication controller and the server.
+
+use std::collections::BTreeMap;
+
+use aws_lc_rs::digest;
+use base64::Engine;
+
+/// The compact, canonical JWK Set (`{"keys":[…]}`, keys sorted by kid).
+pub const JWKS_KEY: &str = "jwks.json";
+/// The OIDC discovery document; present only when the publication has an `issuer`.
+pub const DISCOVERY_KEY: &str = "openid-configuration";
+/// `Cache-Control: max-age` for both documents, in whole seconds.
+pub const MAX_AGE_KEY: &str = "cache-max-age";
+
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// The documents one publication serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub jwks: String,
+    pub discovery: Option<String>,
+    pub max_age_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("{key} is not valid: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Published {
+    pub fn to_data(&self) -> BTreeMap<String, String> {
+        let mut data = BTreeMap::from([
+            (JWKS_KEY.to_owned(), self.jwks.clone()),
+            (MAX_AGE_KEY.to_owned(), self.max_age_seconds.to_string()),
+        ]);
+        if let Some(discovery) = &self.discovery {
+            data.insert(DISCOVERY_KEY.to_owned(), discovery.clone());
+        }
+        data
+    }
+
+    /// Reads the documents back, refusing content a verifier could not use: the server keeps
+    /// serving what it had rather than switch to it.
+    pub fn from_data(data: &BTreeMap<String, String>) -> Result<Published, FormatError> {
+        let jwks = data.get(JWKS_KEY).ok_or(FormatError::Missing(JWKS_KEY))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(jwks).map_err(|e| FormatError::Invalid {
+                key: JWKS_KEY,
+                reason: e.to_string(),
+            })?;
+        if !parsed.get("keys").is_some_and(serde_json::Value::is_array) {
+            return Err(FormatError::Invalid {
+                key: JWKS_KEY,
+                reason: "not a JWK Set (no \"keys\" array)".into(),
+            });
+        }
+        let discovery = match data.get(DISCOVERY_KEY) {
+            Some(text) => {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| FormatError::Invalid {
+                        key: DISCOVERY_KEY,
+                        reason: e.to_string(),
+                    })?;
+                if !parsed.is_object() {
+                    return Err(FormatError::Invalid {
+                        key: DISCOVERY_KEY,
+                        reason: "not a JSON object".into(),
+                    });
+                }
+                Some(text.clone())
+            }
+            None => None,
+        };
+        let max_age_seconds = data
+            .get(MAX_AGE_KEY)
+            .ok_or(FormatError::Missing(MAX_AGE_KEY))?
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| FormatError::Invalid {
+                key: MAX_AGE_KEY,
+                reason: e.to_string(),
+            })?;
+        Ok(Published {
+            jwks: jwks.clone(),
+            discovery,
+            max_age_seconds,
+        })
+    }
+}
+
+/// A strong ETag (RFC 9110 §8.8.3) for `bytes`: the quoted base64url of the first 16 octets of
+/// their SHA-256.
+pub fn strong_etag(bytes: &[u8]) -> String {
+    let hash = digest::digest(&digest::SHA256, bytes);
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash.as_ref()[..16]);
+    format!("\"{tag}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published() -> Published {
+        Published {
+            jwks: r#"{"keys":[]}"#.into(),
+            discovery: Some(r#"{"issuer":"https://a.example"}"#.into()),
+            max_age_seconds: 300,
+        }
+    }
+
+    #[test]
+    fn data_round_trips() {
+        assert_eq!(
+            Published::from_data(&published().to_data()),
+            Ok(published())
+        );
+        let plain = Published {
+            discovery: None,
+            ..published()
+        };
+        assert!(!plain.to_data().contains_key(DISCOVERY_KEY));
+        assert_eq!(Published::from_data(&plain.to_data()), Ok(plain));
+    }
+
+    #[test]
+    fn content_a_verifier_cannot_use_is_refused() {
+        let mut data = published().to_data();
+        data.insert(JWKS_KEY.into(), r#"{"kids":[]}"#.into());
+        assert!(Published::from_data(&data).is_err());
+        data.insert(JWKS_KEY.into(), "{".into());
+        assert!(Published::from_data(&data).is_err());
+        let mut data = published().to_data();
+        data.insert(MAX_AGE_KEY.into(), "-1".into());
+        assert!(Published::from_data(&data).is_err());
+        data.remove(JWKS_KEY);
+        assert_eq!(
+            Published::from_data(&data),
+            Err(FormatError::Missing(JWKS_KEY))
+        );
+    }
+
+    #[test]
+    fn etags_are_strong_and_follow_the_content() {
+        let a = strong_etag(b"a");
+        assert!(a.starts_with('"') && a.ends_with('"') && !a.starts_with("W/"));
+        assert_eq!(a, strong_etag(b"a"));
+        assert_ne!(a, strong_etag(b"b"));
+    }
+}
