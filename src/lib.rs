@@ -6,3 +6,4 @@ pub mod controller;
 pub mod jose;
 pub mod lifecycle;
 pub mod publication;
+pub mod server;

@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +35,23 @@ enum Command {
             env = "JWKS_OPERATOR_LOG_FORMAT"
         )]
         log_format: cli::run::LogFormat,
+        /// Image of the JWKS server Deployments (this operator's own image: it runs `serve`).
+        #[arg(
+            long,
+            value_name = "IMAGE",
+            env = "JWKS_OPERATOR_SERVER_IMAGE",
+            default_value = concat!("ghcr.io/jwks-operator/jwks-operator:", env!("CARGO_PKG_VERSION"))
+        )]
+        server_image: String,
     },
+    /// Serve a publication's JWK Set (and discovery document) over HTTP(S) until SIGTERM or Ctrl-C.
+    ///
+    /// Routes: /.well-known/jwks.json, /.well-known/openid-configuration, /healthz, /readyz
+    /// (200 once valid content has loaded), /metrics. Content that fails to load is logged and
+    /// the previous content kept. Writes no files.
+    ///
+    /// Example: jwks-operator serve --dir /etc/jwks
+    Serve(ServeArgs),
     /// Print the CustomResourceDefinitions (YAML), exactly as crds/ holds them.
     Crds {
         /// Write one file per CRD into this directory instead of printing (regenerates crds/).
@@ -86,6 +103,43 @@ enum Command {
         #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
         all_namespaces: bool,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    source: ServeSource,
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (e.g. a mounted kubernetes.io/tls Secret's
+    /// tls.crt); reloaded when the file changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (e.g. tls.key); reloaded when the file changes.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log as human-readable text or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "JWKS_OPERATOR_LOG_FORMAT"
+    )]
+    log_format: cli::run::LogFormat,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ServeSource {
+    /// Directory where the publication's ConfigMap is mounted (jwks.json, cache-max-age,
+    /// openid-configuration); follows the kubelet's atomic updates.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Watch the publication's ConfigMap through the Kubernetes API instead (kubeconfig or
+    /// in-cluster service account; needs get/list/watch on ConfigMaps).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = cli::serve::parse_configmap)]
+    configmap: Option<(String, String)>,
 }
 
 #[derive(Args)]
@@ -185,9 +239,20 @@ fn main() -> ExitCode {
         Command::Run {
             namespace,
             log_format,
+            server_image,
         } => cli::run::run(cli::run::RunOptions {
             namespace,
             log_format,
+            server_image,
+        }),
+        Command::Serve(args) => cli::serve::run(cli::serve::ServeOptions {
+            source: cli::serve::ContentSource::from_flags(args.source.dir, args.source.configmap),
+            listen: args.listen,
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| jwks_operator::server::TlsFiles { cert, key }),
+            log_format: args.log_format,
         }),
         Command::Crds { out_dir } => cli::crds::run(out_dir.as_deref()),
         Command::Jwk(JwkCommand::Generate(args)) => cli::jwk::generate(cli::jwk::GenerateOptions {

@@ -7,6 +7,7 @@ pub mod jwk;
 pub mod lint;
 pub mod manual;
 pub mod run;
+pub mod serve;
 pub mod status;
 
 use std::path::Path;

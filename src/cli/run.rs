@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use jwks_operator::controller::{self, Scope};
+use jwks_operator::controller::{self, Scope, Settings};
 use tracing_subscriber::EnvFilter;
 
 use super::CliError;
@@ -18,6 +18,7 @@ pub struct RunOptions {
     /// Manage this namespace only; default: every namespace.
     pub namespace: Option<String>,
     pub log_format: LogFormat,
+    pub server_image: String,
 }
 
 pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
@@ -33,14 +34,18 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
             None => Scope::AllNamespaces,
         };
         tracing::info!(server = cluster.url, scope = ?scope, "starting");
-        let instance = std::env::var("POD_NAME").ok();
-        controller::run(cluster.client, scope, instance, shutdown_signal()).await;
+        let settings = Settings {
+            scope,
+            instance: std::env::var("POD_NAME").ok(),
+            server_image: options.server_image,
+        };
+        controller::run(cluster.client, settings, shutdown_signal()).await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -52,7 +57,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -1,13 +1,16 @@
 //! The I/O shell: controllers that read what they need, call the pure core, apply the result
 //! with server-side apply and report through status and events.
 
+mod events;
+pub mod publication;
 pub mod signing_key;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::events::{Recorder, Reporter};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::{Client, Error as KubeError};
 
 /// The one field manager every write of the operator uses.
@@ -16,7 +19,9 @@ pub const FIELD_MANAGER: &str = "jwks-operator";
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: events::EventRecorder,
+    /// The image the JWKS server Deployments run (this operator's own image).
+    pub server_image: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,29 @@ impl Error {
     }
 }
 
+/// A status condition of this generation; its `lastTransitionTime` is kept from `previous` when
+/// the status did not change, as Kubernetes conventions ask.
+pub fn condition(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+    (type_, status, reason, message): (&str, &str, &str, String),
+) -> Condition {
+    let transition = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: transition,
+    }
+}
+
 /// Which namespaces the operator manages.
 #[derive(Clone, Debug)]
 pub enum Scope {
@@ -65,29 +93,50 @@ impl Scope {
     }
 }
 
-/// Runs every controller until `shutdown` resolves.
+/// How the operator process runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub scope: Scope,
+    /// This replica's name (the pod name), reported with events.
+    pub instance: Option<String>,
+    /// The image the JWKS server Deployments run.
+    pub server_image: String,
+}
+
+/// Runs both controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    scope: Scope,
-    instance: Option<String>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance,
-    };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: events::EventRecorder::new(
+            client.clone(),
+            FIELD_MANAGER.into(),
+            settings.instance,
+        ),
         client: client.clone(),
+        server_image: settings.server_image,
     });
-    signing_key::controller(client, &scope)
+    let shutdown = shutdown.shared();
+    let signing_keys = signing_key::controller(client.clone(), &settings.scope)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            signing_key::reconcile,
+            signing_key::error_policy,
+            context.clone(),
+        )
+        .for_each(log_stream_error);
+    let publications = publication::controller(client, &settings.scope)
         .graceful_shutdown_on(shutdown)
-        .run(signing_key::reconcile, signing_key::error_policy, context)
-        .for_each(|result| async move {
-            // Reconcile errors are logged by the error policy; what is left are watch errors.
-            if let Err(error) = result {
-                tracing::debug!(%error, "controller stream");
-            }
-        })
-        .await;
+        .run(publication::reconcile, publication::error_policy, context)
+        .for_each(log_stream_error);
+    futures::join!(signing_keys, publications);
+}
+
+/// Reconcile errors are logged by the error policies; what reaches here are watch errors.
+async fn log_stream_error<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "controller stream");
+    }
 }

@@ -20,4 +20,4 @@ pub use plan::{
 };
 pub use policy::{Policy, PolicyError, jose_algorithm};
 pub use ring::{KeyRing, RingKey, later};
-pub use selection::{label_selector_matches, selects};
+pub use selection::{key_use, label_selector_matches, selects};

@@ -12,13 +12,17 @@ use super::jose_algorithm;
 
 /// Whether `publication` includes `key` in its JWKS.
 pub fn selects(publication: &JwksPublication, key: &SigningKey) -> bool {
-    let key_use = match jose_algorithm(key.spec.algorithm).key_use() {
+    publication.namespace() == key.namespace()
+        && publication.spec.key_use.contains(&key_use(key))
+        && label_selector_matches(&publication.spec.selector, key.labels())
+}
+
+/// Whether `key` signs or encrypts, as a publication's `use` names it.
+pub fn key_use(key: &SigningKey) -> KeyUse {
+    match jose_algorithm(key.spec.algorithm).key_use() {
         crate::jose::KeyUse::Sig => KeyUse::Sig,
         crate::jose::KeyUse::Enc => KeyUse::Enc,
-    };
-    publication.namespace() == key.namespace()
-        && publication.spec.key_use.contains(&key_use)
-        && label_selector_matches(&publication.spec.selector, key.labels())
+    }
 }
 
 /// Kubernetes label selector semantics: every `matchLabels` pair and every expression must hold;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
@@ -61,22 +61,7 @@ pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
         degraded(outcome, &previous),
     ]
     .into_iter()
-    .map(|(type_, status, reason, message)| {
-        let transition = previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(outcome.now));
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time: transition,
-        }
-    })
+    .map(|parts| super::super::condition(&previous.conditions, generation, outcome.now, parts))
     .collect();
     SigningKeyStatus {
         active_kid: ring.active().map(|k| k.kid.clone()),
@@ -364,9 +349,7 @@ fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
     }
 }
 
-/// The key an event is about, as a part of the Secret that holds it. Besides telling the reader
-/// which key, it keeps the events of different keys apart: the event recorder merges events
-/// with the same reason and references into one series, keeping the first note.
+/// The key an event is about, as a part of the Secret that holds it.
 fn key_reference(outcome: &Outcome<'_>, kid: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),

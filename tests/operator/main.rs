@@ -1,7 +1,8 @@
-//! The SigningKey controller against a real kube-apiserver: whole lifecycles with intervals of
-//! seconds, activation held back by publications, manual rotation and revocation, crashes,
-//! concurrent operators, damage repair, import and certificates. Each test runs its own
-//! operator process (`jwks-operator run -n <its namespace>`).
+//! The operator (`jwks-operator run`) against a real kube-apiserver. SigningKeys: whole
+//! lifecycles with intervals of seconds, activation held back by publications, manual rotation
+//! and revocation, crashes, concurrent operators, damage repair, import and certificates.
+//! JwksPublications: assembly, the ConfigMap, the server workload, following rotations. Each
+//! test runs its own operator process (`jwks-operator run -n <its namespace>`).
 
 #[path = "../fixtures/mod.rs"]
 mod fixtures;
@@ -10,9 +11,9 @@ mod support;
 mod timeline;
 
 mod damage;
-mod lifecycle;
+mod publication;
+mod rotation;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use jwks_operator::api::{KeyState, KeyStatus, SigningKey, SigningKeyStatus};
@@ -87,6 +88,11 @@ impl World {
 
     /// The events about one SigningKey, oldest first.
     pub async fn events(&self, name: &str) -> Vec<Event> {
+        self.events_about(name).await
+    }
+
+    /// The events about the object `name` (of any kind), oldest first.
+    pub async fn events_about(&self, name: &str) -> Vec<Event> {
         let events: Api<Event> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
         let mut list: Vec<Event> = events
             .list(&ListParams::default())
@@ -173,19 +179,4 @@ pub fn at(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime) -> T
 
 pub fn secs(n: i64) -> SignedDuration {
     SignedDuration::from_secs(n)
-}
-
-/// Sets a publication's status the way the publication controller would: `kids` served since
-/// the given instants (a stand-in until that controller runs in these tests).
-pub async fn serve(world: &World, publication: &str, kids: &BTreeMap<String, Timestamp>) {
-    let keys: Vec<Value> = kids
-        .iter()
-        .map(|(kid, at)| json!({"kid": kid, "publishedAt": at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}))
-        .collect();
-    let api: Api<jwks_operator::api::JwksPublication> =
-        Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    let patch = json!({"status": {"keys": keys, "keyCount": kids.len()}});
-    api.patch_status(publication, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
 }

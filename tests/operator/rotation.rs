@@ -1,9 +1,7 @@
 //! Lifecycles: schedule, publication gating, manual rotation, revocation, crashes, concurrency.
 
-use std::collections::BTreeMap;
-
-use jwks_operator::api::KeyState;
-use k8s_openapi::jiff::Timestamp;
+use jwks_operator::api::{JwksPublication, KeyState};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -112,16 +110,27 @@ async fn key_goes_pending_active_retired_removed_on_schedule() {
     }
 }
 
+/// A publication that cannot publish (its ConfigMap name is taken) holds the successor back;
+/// once it publishes, the key signs prePublish after the publication's own `publishedAt`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_waits_until_every_selecting_publication_has_served_the_key() {
     let world = World::new().await;
-    let publications: Api<jwks_operator::api::JwksPublication> =
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let squatter: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "main-jwks"}, "data": {"owner": "someone else"}}),
+    )
+    .unwrap();
+    config_maps
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    let publications: Api<JwksPublication> =
         Api::namespaced(world.ns.client.clone(), &world.ns.name);
     for (name, label) in [("main", "main"), ("elsewhere", "other")] {
         let publication = serde_json::from_value(json!({
             "apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
             "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"jwks-operator.io/publication": label}}},
+            "spec": {"selector": {"matchLabels": {"jwks-operator.io/publication": label}}, "server": {"enabled": false}},
         }))
         .unwrap();
         publications
@@ -141,12 +150,6 @@ async fn activation_waits_until_every_selecting_publication_has_served_the_key()
         .wait_status("gated", "its first key", |s| active(s).is_some())
         .await;
     let k1 = active(&first).unwrap().kid.clone();
-    serve(
-        &world,
-        "main",
-        &BTreeMap::from([(k1.clone(), Timestamp::now())]),
-    )
-    .await;
 
     let blocked = world
         .wait_status("gated", "the rotation blocked", |s| {
@@ -176,20 +179,29 @@ async fn activation_waits_until_every_selecting_publication_has_served_the_key()
             .await
             .contains(&k2)
     );
+    let main = publications.get("main").await.unwrap().status.unwrap();
+    let published = main
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Published")
+        .unwrap();
+    assert_eq!(
+        (published.status.as_str(), published.reason.as_str()),
+        ("False", "ConfigMapConflict")
+    );
 
-    let served_at = Timestamp::now();
-    serve(
-        &world,
-        "main",
-        &BTreeMap::from([(k1.clone(), served_at), (k2.clone(), served_at)]),
-    )
-    .await;
+    config_maps
+        .delete("main-jwks", &Default::default())
+        .await
+        .unwrap();
     let k2_kid = k2.clone();
     let done = world
         .wait_status("gated", "the successor active", move |s| {
             state_of(s, &k2_kid) == Some(KeyState::Active)
         })
         .await;
+    let main = publications.get("main").await.unwrap().status.unwrap();
+    let served_at = at(&main.keys.iter().find(|k| k.kid == k2).unwrap().published_at);
     let activated = at(done
         .keys
         .iter()

@@ -1,0 +1,127 @@
+//! The JWKS server (`jwks-operator serve`): serves one publication's JWK Set and discovery
+//! document from a mounted ConfigMap directory or the ConfigMap itself, over HTTP or HTTPS.
+//!
+//! Content is loaded, validated and turned into ready-to-send bytes and headers off the request
+//! path, then swapped in atomically; a request only picks the current version and copies
+//! reference-counted values out of it.
+
+mod content;
+mod metrics;
+mod routes;
+mod source;
+mod tls;
+mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{Request, Response};
+use kube::Client;
+use tokio::net::TcpListener;
+
+pub use routes::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
+pub use tls::{TlsError, TlsFiles};
+pub use transport::{DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES};
+
+use content::ContentStore;
+use metrics::ServerMetrics;
+use routes::{Body, Route};
+use source::ContentUpdater;
+
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub source: Source,
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the publication's ConfigMap data comes from.
+pub enum Source {
+    /// A directory where the ConfigMap is mounted (polled; follows the kubelet's `..data` swap).
+    Dir(PathBuf),
+    /// The ConfigMap itself, watched through the API.
+    ConfigMap {
+        client: Client,
+        namespace: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Serves until `shutdown` resolves, then drains (see [`transport::serve_connections`]).
+pub async fn serve(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let state = Arc::new(ServerState::default());
+    let tls = options.tls.map(tls::load).transpose()?;
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: options.listen,
+            source,
+        })?;
+    let address = listener.local_addr().unwrap_or(options.listen);
+
+    // Background tasks end with this set, when serving ends.
+    let mut background = tokio::task::JoinSet::new();
+    match options.source {
+        Source::Dir(dir) => {
+            let updater = ContentUpdater::new(Arc::clone(&state), dir.display().to_string());
+            background.spawn(source::dir::watch(dir, updater));
+        }
+        Source::ConfigMap {
+            client,
+            namespace,
+            name,
+        } => {
+            let origin = format!("configmap {namespace}/{name}");
+            let updater = ContentUpdater::new(Arc::clone(&state), origin);
+            background.spawn(source::configmap::watch(client, namespace, name, updater));
+        }
+    }
+    let acceptor = tls.map(|(acceptor, reloader)| {
+        background.spawn(reloader.run(Arc::clone(&state)));
+        acceptor
+    });
+
+    tracing::info!(%address, tls = acceptor.is_some(), "listening");
+    transport::serve_connections(listener, acceptor, state, shutdown).await;
+    background.shutdown().await;
+    Ok(())
+}
+
+/// What every connection shares: the content served and the metrics.
+#[derive(Debug, Default)]
+struct ServerState {
+    content: ContentStore,
+    metrics: ServerMetrics,
+}
+
+impl ServerState {
+    fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
+        let route = Route::of(request.uri().path());
+        let content = self.content.current();
+        let response = routes::respond(
+            route,
+            request.method(),
+            request.headers(),
+            content.as_deref(),
+            || self.metrics.encode(content.as_deref(), SystemTime::now()),
+        );
+        self.metrics.count_request(route, response.status());
+        response
+    }
+}
