@@ -10,6 +10,7 @@ mod fixtures;
 mod support;
 mod timeline;
 
+mod conformance;
 mod damage;
 mod publication;
 mod rotation;

@@ -694,3 +694,106 @@ pub async fn start_operator(namespace: &str) -> ChildProcess {
         .env_remove("KUBERNETES_SERVICE_HOST");
     ChildProcess::spawn("operator", cmd)
 }
+
+// ---------------------------------------------------------------------------------------------
+// A kubelet's view of a ConfigMap, and plain HTTP
+
+/// Writes `data` into `dir` the way the kubelet updates a mounted ConfigMap: the files go into a
+/// fresh `..<timestamp>` directory, the `..data` symlink is swapped to it atomically (rename),
+/// each key is a symlink through `..data`, and the previous directory is removed.
+pub fn project_config_map(dir: &Path, data: &std::collections::BTreeMap<String, String>) {
+    use std::os::unix::fs::symlink;
+    fs::create_dir_all(dir).unwrap();
+    let stamp = format!("..{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    let fresh = dir.join(&stamp);
+    fs::create_dir(&fresh).unwrap();
+    for (key, value) in data {
+        fs::write(fresh.join(key), value).unwrap();
+    }
+    let previous = fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    let _ = fs::remove_file(&tmp);
+    symlink(&stamp, &tmp).unwrap();
+    fs::rename(&tmp, dir.join("..data")).unwrap();
+    for key in data.keys() {
+        let link = dir.join(key);
+        if fs::symlink_metadata(&link).is_err() {
+            symlink(Path::new("..data").join(key), &link).unwrap();
+        }
+    }
+    if let Some(previous) = previous.filter(|p| p != Path::new(&stamp)) {
+        let _ = fs::remove_dir_all(dir.join(previous));
+    }
+}
+
+/// Follows one ConfigMap (watch) and projects every revision into `dir`, like a kubelet with a
+/// zero sync period. Abort the task to stop.
+pub fn kubelet(client: Client, namespace: &str, name: &str, dir: PathBuf) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher::{self, Event};
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, config).boxed();
+        while let Some(event) = stream.next().await {
+            if let Ok(Event::Apply(cm) | Event::InitApply(cm)) = event {
+                project_config_map(&dir, &cm.data.unwrap_or_default());
+            }
+        }
+    })
+}
+
+/// A plain HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request (`Connection: close`) to `addr` and reads the whole response.
+pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse { status, headers, body: raw[split + 4..].to_vec() })
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
