@@ -230,3 +230,72 @@ impl Served {
         Served { addr, issuer: format!("http://localhost:{port}"), _server: server, _kubelet: kubelet }
     }
 }
+
+/// `NODE_PATH` for the interop verifiers (installed by tests/interop/setup.sh into a cache).
+pub fn interop_node_path() -> String {
+    let output = Command::new("bash")
+        .arg(support::repo_root().join("tests/interop/setup.sh"))
+        .output()
+        .expect("run tests/interop/setup.sh");
+    assert!(output.status.success(), "setup.sh: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("NODE_PATH=").map(str::to_owned))
+        .expect("setup.sh prints NODE_PATH=")
+}
+
+/// Checklist item 31 and G1/G2 through the whole chain: a signer that always uses the key the
+/// Secret holds at that instant, and a `jose` verifier whose JWKS cache lives 1 s (shorter than
+/// prePublish), never disagree across rotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let node_path = tokio::task::spawn_blocking(interop_node_path).await.unwrap();
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    world
+        .create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "1s"}))
+        .await;
+    world.create_key("rotating", main, rotating("ES256", "6s", "3s", "3s")).await;
+    let first = world.wait_status("rotating", "a key", |s| active(s).is_some()).await;
+    let first_kid = active(&first).unwrap().kid.clone();
+    world.wait_publication("main", "the first key published", |s| !s.keys.is_empty()).await;
+    let served = Served::start_on(&world, "main", free_port()).await;
+
+    let mut verifier = tokio::process::Command::new("node")
+        .arg(support::repo_root().join("tests/interop/rotation_verifier.mjs"))
+        .args(["--jwks-uri", &format!("http://{}{JWKS}", served.addr), "--cache-max-age-ms", "1000"])
+        .env("NODE_PATH", node_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let mut input = verifier.stdin.take().unwrap();
+    let mut output = BufReader::new(verifier.stdout.take().unwrap()).lines();
+
+    let mut verified: Vec<String> = Vec::new();
+    let mut tokens = 0;
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    // Until a third key signs: two complete handovers, the first key long removed.
+    while verified.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "only {verified:?} signed in 90 s");
+        pace.tick().await;
+        let data = world.secrets.get("rotating").await.unwrap().data.unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        let line = json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")});
+        input.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(TIMEOUT, output.next_line()).await.unwrap().unwrap().expect("a verdict");
+        let verdict: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(verdict["ok"], true, "token #{tokens} signed with the active key failed: {verdict}");
+        tokens += 1;
+        let kid = verdict["kid"].as_str().unwrap().to_owned();
+        if !verified.contains(&kid) {
+            verified.push(kid);
+        }
+    }
+    assert_eq!(verified[0], first_kid);
+    eprintln!("{tokens} tokens verified across {} keys", verified.len());
+}
