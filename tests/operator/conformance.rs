@@ -3,6 +3,7 @@
 //! operator → the publication's ConfigMap → projected into a directory the way a kubelet
 //! mounts it → `jwks-operator serve --dir` → HTTP.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -14,8 +15,9 @@ use serde_json::{Value, json};
 use super::support::{self, ChildProcess, HttpResponse, TIMEOUT, free_port, http, wait_for};
 use super::*;
 
-pub const SIGNING_ALGORITHMS: [&str; 10] =
-    ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+pub const SIGNING_ALGORITHMS: [&str; 10] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+];
 
 const JWKS: &str = "/.well-known/jwks.json";
 const DISCOVERY: &str = "/.well-known/openid-configuration";
@@ -44,15 +46,29 @@ fn thumbprint(key: &Value) -> String {
         "OKP" => &["crv", "kty", "x"],
         other => panic!("unexpected kty {other}"),
     };
-    let body: Vec<String> = members.iter().map(|m| format!("\"{m}\":\"{}\"", key[*m].as_str().unwrap())).collect();
+    let body: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"{m}\":\"{}\"", key[*m].as_str().unwrap()))
+        .collect();
     let input = format!("{{{}}}", body.join(","));
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, input.as_bytes()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(digest::digest(&digest::SHA256, input.as_bytes()))
 }
 
 fn b64url(text: &str) -> Vec<u8> {
-    assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "item 18: {text}");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap();
-    assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes), text, "item 18: round trip");
+    assert!(
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "item 18: {text}"
+    );
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes),
+        text,
+        "item 18: round trip"
+    );
     bytes
 }
 
@@ -60,55 +76,125 @@ fn b64url(text: &str) -> Vec<u8> {
 fn the_tests_thumbprint_passes_the_rfc_7638_vector() {
     // RFC 7638 §3.1.
     let key = json!({"kty": "RSA", "e": "AQAB", "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"});
-    assert_eq!(thumbprint(&key), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    assert_eq!(
+        thumbprint(&key),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
     // RFC 8037 A.3.
-    let key = json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
-    assert_eq!(thumbprint(&key), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    let key =
+        json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+    assert_eq!(
+        thumbprint(&key),
+        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn served_jwks_meets_the_conformance_checklist() {
-    let world = World::new().await;
+/// A SigningKey of every signing algorithm (RS256 with a certificate) and an encryption key, all
+/// selected by a `use: [sig]` publication whose issuer is the served address.
+async fn every_signing_algorithm_served(world: &World) -> Served {
     let main = json!({"jwks-operator.io/publication": "main"});
     for alg in SIGNING_ALGORITHMS {
         let mut spec = json!({"algorithm": alg});
         if alg == "RS256" {
             spec["certificate"] = json!({"commonName": "rs256.example"});
         }
-        world.create_key(&alg.to_lowercase(), main.clone(), spec).await;
+        world
+            .create_key(&alg.to_lowercase(), main.clone(), spec)
+            .await;
     }
-    world.create_key("enc", main.clone(), json!({"algorithm": "ECDH-ES+A256KW"})).await;
+    world
+        .create_key("enc", main.clone(), json!({"algorithm": "ECDH-ES+A256KW"}))
+        .await;
     // The issuer names the server's address, so the port is chosen first.
-    let served_port = free_port();
-    let issuer = format!("http://localhost:{served_port}");
+    let port = free_port();
+    let issuer = format!("http://localhost:{port}");
     world
         .create_publication("main", json!({"selector": {"matchLabels": main}, "issuer": issuer, "server": {"enabled": false}}))
         .await;
-    world.wait_publication("main", "ten signing keys published", |s| s.keys.len() == 10).await;
-    let served = Served::start_on(&world, "main", served_port).await;
+    world
+        .wait_publication("main", "ten signing keys published", |s| s.keys.len() == 10)
+        .await;
+    Served::start_on(world, "main", port).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_jwks_meets_the_conformance_checklist() {
+    let world = World::new().await;
+    let served = every_signing_algorithm_served(&world).await;
 
     // 1, 2, 3, 4, 6, 7: transport.
     let response = served.get(JWKS, &[]).await;
     assert_eq!(response.status, 200, "item 1");
-    assert_eq!(response.header("content-type"), Some("application/jwk-set+json"), "item 2");
-    assert!(!response.body.starts_with(&[0xEF, 0xBB, 0xBF]), "item 3: no BOM");
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/jwk-set+json"),
+        "item 2"
+    );
+    assert!(
+        !response.body.starts_with(&[0xEF, 0xBB, 0xBF]),
+        "item 3: no BOM"
+    );
     let body = response.text();
-    let strict = jose::lint::lint(response.body.as_slice(), jose::lint::LintOptions { thumbprint_kids: true });
+    let strict = jose::lint::lint(
+        response.body.as_slice(),
+        jose::lint::LintOptions {
+            thumbprint_kids: true,
+        },
+    );
     assert!(strict.is_empty(), "items 3, 9-22: {strict:?}");
     let cache = response.header("cache-control").unwrap();
-    let max_age: u64 = cache.strip_prefix("public, max-age=").expect("item 4").parse().unwrap();
-    assert!(max_age > 0 && max_age <= 3600, "item 4: 0 < {max_age} <= prePublish (1h)");
-    assert_eq!(response.header("access-control-allow-origin"), Some("*"), "item 6");
-    let preflight = http(&served.addr, "OPTIONS", JWKS, &[("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")]).await.unwrap();
-    assert!((200..300).contains(&preflight.status), "item 6: preflight {}", preflight.status);
+    let max_age: u64 = cache
+        .strip_prefix("public, max-age=")
+        .expect("item 4")
+        .parse()
+        .unwrap();
+    assert!(
+        max_age > 0 && max_age <= 3600,
+        "item 4: 0 < {max_age} <= prePublish (1h)"
+    );
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("*"),
+        "item 6"
+    );
+    let preflight = http(
+        &served.addr,
+        "OPTIONS",
+        JWKS,
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        (200..300).contains(&preflight.status),
+        "item 6: preflight {}",
+        preflight.status
+    );
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    assert!(response.body.len() <= 51_200, "item 7: {} bytes", response.body.len());
+    assert!(
+        response.body.len() <= 51_200,
+        "item 7: {} bytes",
+        response.body.len()
+    );
 
     // 5: ETag and 304.
     let etag = response.header("etag").unwrap().to_owned();
     assert!(!etag.starts_with("W/"), "a strong ETag");
-    assert_eq!(served.get(JWKS, &[("If-None-Match", &etag)]).await.status, 304, "item 5");
-    assert_eq!(served.get(JWKS, &[("If-None-Match", "\"other\"")]).await.status, 200);
+    assert_eq!(
+        served.get(JWKS, &[("If-None-Match", &etag)]).await.status,
+        304,
+        "item 5"
+    );
+    assert_eq!(
+        served
+            .get(JWKS, &[("If-None-Match", "\"other\"")])
+            .await
+            .status,
+        200
+    );
 
     // 8: a burst of back-to-back requests.
     for _ in 0..100 {
@@ -118,7 +204,11 @@ async fn served_jwks_meets_the_conformance_checklist() {
     // 9-22: structure and encoding, asserted item by item.
     let set: Value = serde_json::from_str(&body).unwrap();
     let keys = set["keys"].as_array().expect("item 9");
-    assert_eq!(keys.len(), 10, "item 9: every signing key, and no encryption key (use: [sig])");
+    assert_eq!(
+        keys.len(),
+        10,
+        "item 9: every signing key, and no encryption key (use: [sig])"
+    );
     let mut kids = Vec::new();
     for key in keys {
         let kty = key["kty"].as_str().unwrap();
@@ -144,8 +234,16 @@ async fn served_jwks_meets_the_conformance_checklist() {
                     "P-384" => ("P-384", 48, "ES384"),
                     _ => ("P-521", 66, "ES512"),
                 };
-                assert_eq!(b64url(key["x"].as_str().unwrap()).len(), len, "item 20 {crv}");
-                assert_eq!(b64url(key["y"].as_str().unwrap()).len(), len, "item 20 {crv}");
+                assert_eq!(
+                    b64url(key["x"].as_str().unwrap()).len(),
+                    len,
+                    "item 20 {crv}"
+                );
+                assert_eq!(
+                    b64url(key["y"].as_str().unwrap()).len(),
+                    len,
+                    "item 20 {crv}"
+                );
                 assert_eq!(alg, expected, "item 16");
             }
             _ => {
@@ -155,8 +253,11 @@ async fn served_jwks_meets_the_conformance_checklist() {
             }
         }
         if let Some(x5c) = key.get("x5c") {
-            let der = base64::engine::general_purpose::STANDARD.decode(x5c[0].as_str().unwrap()).expect("item 22: standard base64");
-            let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &der));
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(x5c[0].as_str().unwrap())
+                .expect("item 22: standard base64");
+            let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(digest::digest(&digest::SHA256, &der));
             assert_eq!(key["x5t#S256"], hash, "item 22");
         }
         kids.push(kid);
@@ -168,38 +269,80 @@ async fn served_jwks_meets_the_conformance_checklist() {
     for alg in SIGNING_ALGORITHMS {
         let secret = world.secrets.get(&alg.to_lowercase()).await.unwrap();
         let data = secret.data.unwrap();
-        let private = jose::PrivateKey::new(alg.parse().unwrap(), jose::private_key_from_pem(&data["key.pem"].0).unwrap()).unwrap();
+        let private = jose::PrivateKey::new(
+            alg.parse().unwrap(),
+            jose::private_key_from_pem(&data["key.pem"].0).unwrap(),
+        )
+        .unwrap();
         let derived = serde_json::to_value(private.public_key().to_jwk()).unwrap();
-        let published = keys.iter().find(|k| k["kid"] == derived["kid"]).unwrap_or_else(|| panic!("item 23: {alg} not served"));
+        let published = keys
+            .iter()
+            .find(|k| k["kid"] == derived["kid"])
+            .unwrap_or_else(|| panic!("item 23: {alg} not served"));
         for member in ["kty", "alg", "use", "crv", "n", "e", "x", "y"] {
-            assert_eq!(published.get(member), derived.get(member), "item 23: {alg} {member}");
+            assert_eq!(
+                published.get(member),
+                derived.get(member),
+                "item 23: {alg} {member}"
+            );
         }
     }
 
     // 34-38: discovery.
     let discovery = served.get(DISCOVERY, &[]).await;
     assert_eq!(discovery.status, 200, "item 34");
-    assert_eq!(discovery.header("content-type"), Some("application/json"), "item 34");
+    assert_eq!(
+        discovery.header("content-type"),
+        Some("application/json"),
+        "item 34"
+    );
     let document: Value = serde_json::from_slice(&discovery.body).unwrap();
     assert_eq!(document["issuer"], served.issuer, "item 34: byte for byte");
     let jwks_uri = document["jwks_uri"].as_str().unwrap();
     assert_eq!(jwks_uri, format!("{}{JWKS}", served.issuer), "item 35");
     let path = jwks_uri.strip_prefix(&served.issuer).unwrap();
-    assert_eq!(served.get(path, &[]).await.body, response.body, "item 35: jwks_uri serves the JWKS");
-    for member in ["response_types_supported", "subject_types_supported", "id_token_signing_alg_values_supported"] {
-        assert!(!document[member].as_array().unwrap().is_empty(), "item 36: {member}");
+    assert_eq!(
+        served.get(path, &[]).await.body,
+        response.body,
+        "item 35: jwks_uri serves the JWKS"
+    );
+    for member in [
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(
+            !document[member].as_array().unwrap().is_empty(),
+            "item 36: {member}"
+        );
     }
-    let algorithms: Vec<&str> = document["id_token_signing_alg_values_supported"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let algorithms: Vec<&str> = document["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     for alg in SIGNING_ALGORITHMS {
         assert!(algorithms.contains(&alg), "item 37: {alg}");
     }
-    assert!(algorithms.iter().all(|a| *a != "none" && !a.starts_with("HS")), "item 38");
+    assert!(
+        algorithms
+            .iter()
+            .all(|a| *a != "none" && !a.starts_with("HS")),
+        "item 38"
+    );
 
     // 5 again: a changed key set changes the ETag.
-    world.annotate("es256", "jwks-operator.io/rotate", "now").await;
+    world
+        .annotate("es256", "jwks-operator.io/rotate", "now")
+        .await;
     let changed = wait_for(TIMEOUT, "the new key served", || async {
         let r = served.get(JWKS, &[("If-None-Match", &etag)]).await;
-        if r.status == 200 { Ok(r) } else { Err(format!("status {}", r.status).into()) }
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("status {}", r.status).into())
+        }
     })
     .await;
     assert_ne!(changed.header("etag").unwrap(), etag, "item 5");
@@ -209,7 +352,12 @@ impl Served {
     /// Projects `<publication>-jwks` into a directory and serves it on `port`.
     pub async fn start_on(world: &World, publication: &str, port: u16) -> Served {
         let dir: PathBuf = support::new_temp_dir("projected").unwrap();
-        let kubelet = support::kubelet(world.ns.client.clone(), &world.ns.name, &format!("{publication}-jwks"), dir.clone());
+        let kubelet = support::kubelet(
+            world.ns.client.clone(),
+            &world.ns.name,
+            &format!("{publication}-jwks"),
+            dir.clone(),
+        );
         let mut command = Command::new("setpriv");
         command
             .args(["--pdeathsig", "KILL", "--"])
@@ -227,21 +375,120 @@ impl Served {
             }
         })
         .await;
-        Served { addr, issuer: format!("http://localhost:{port}"), _server: server, _kubelet: kubelet }
+        Served {
+            addr,
+            issuer: format!("http://localhost:{port}"),
+            _server: server,
+            _kubelet: kubelet,
+        }
     }
 }
 
-/// `NODE_PATH` for the interop verifiers (installed by tests/interop/setup.sh into a cache).
-pub fn interop_node_path() -> String {
+/// Where tests/interop/setup.sh installed the verifiers: `PYTHON`, `NODE_PATH`, `OIDC_VERIFY`.
+pub fn interop_tools() -> BTreeMap<String, String> {
     let output = Command::new("bash")
         .arg(support::repo_root().join("tests/interop/setup.sh"))
         .output()
         .expect("run tests/interop/setup.sh");
-    assert!(output.status.success(), "setup.sh: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "setup.sh: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("NODE_PATH=").map(str::to_owned))
-        .expect("setup.sh prints NODE_PATH=")
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Checklist items 24–27: a token signed with each Secret's `key.pem` verifies in panva `jose`
+/// (`createRemoteJWKSet`), PyJWT (`PyJWKClient`) and go-oidc (discovery, then the JWKS), each
+/// fetching from the server; alg-confusion, HS256-with-the-public-key, `none`, unknown-kid and
+/// wrong-issuer tokens are refused (go-oidc ignores a JWK's `alg`, so it accepts the
+/// alg-mismatch token: recorded by the scripts as that library's expected outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_every_secret_verify_in_jose_pyjwt_and_go_oidc() {
+    let tools = tokio::task::spawn_blocking(interop_tools).await.unwrap();
+    let world = World::new().await;
+    let served = every_signing_algorithm_served(&world).await;
+    let mut keys = Vec::new();
+    for alg in SIGNING_ALGORITHMS {
+        let data = world
+            .secrets
+            .get(&alg.to_lowercase())
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        keys.push(json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")}));
+    }
+    let dir = support::new_temp_dir("interop-remote").unwrap();
+    std::fs::write(dir.join("keys.json"), serde_json::to_vec(&keys).unwrap()).unwrap();
+    let interop = support::repo_root().join("tests/interop");
+    let tokens = dir.join("tokens.json");
+    let runs = [
+        (
+            "jose",
+            Command::new("node")
+                .arg(interop.join("remote_sign_verify.mjs"))
+                .args(["--issuer", &served.issuer, "--keys"])
+                .arg(dir.join("keys.json"))
+                .arg("--out")
+                .arg(&tokens)
+                .env("NODE_PATH", &tools["NODE_PATH"])
+                .output(),
+        ),
+        (
+            "PyJWT",
+            Command::new(&tools["PYTHON"])
+                .arg(interop.join("pyjwt_remote_verify.py"))
+                .arg(&tokens)
+                .output(),
+        ),
+        (
+            "go-oidc",
+            Command::new(&tools["OIDC_VERIFY"]).arg(&tokens).output(),
+        ),
+    ];
+    for (library, output) in runs {
+        let output = output.unwrap_or_else(|e| panic!("{library}: {e}"));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{library}: {e}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        assert!(
+            output.status.success(),
+            "{library}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(report["unexpected"], json!([]), "{library}");
+        let results = report["results"].as_array().unwrap();
+        let valid: Vec<&Value> = results.iter().filter(|r| r["case"] == "valid").collect();
+        assert_eq!(valid.len(), 10, "{library}: one valid token per algorithm");
+        assert!(
+            valid.iter().all(|r| r["outcome"] == "valid"),
+            "{library}: {valid:?}"
+        );
+        for case in [
+            "hs256-public-key-as-secret",
+            "alg-none",
+            "unknown-kid",
+            "wrong-issuer",
+        ] {
+            let result = results
+                .iter()
+                .find(|r| r["case"] == case)
+                .unwrap_or_else(|| panic!("{library}: no {case} case"));
+            assert_eq!(
+                result["outcome"], "invalid",
+                "{library}: {case} must be refused"
+            );
+        }
+    }
 }
 
 /// Checklist item 31 and G1/G2 through the whole chain: a signer that always uses the key the
@@ -251,21 +498,32 @@ pub fn interop_node_path() -> String {
 async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-    let node_path = tokio::task::spawn_blocking(interop_node_path).await.unwrap();
+    let node_path = tokio::task::spawn_blocking(interop_tools).await.unwrap()["NODE_PATH"].clone();
     let world = World::new().await;
     let main = json!({"jwks-operator.io/publication": "main"});
     world
         .create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "1s"}))
         .await;
-    world.create_key("rotating", main, rotating("ES256", "6s", "3s", "3s")).await;
-    let first = world.wait_status("rotating", "a key", |s| active(s).is_some()).await;
+    world
+        .create_key("rotating", main, rotating("ES256", "6s", "3s", "3s"))
+        .await;
+    let first = world
+        .wait_status("rotating", "a key", |s| active(s).is_some())
+        .await;
     let first_kid = active(&first).unwrap().kid.clone();
-    world.wait_publication("main", "the first key published", |s| !s.keys.is_empty()).await;
+    world
+        .wait_publication("main", "the first key published", |s| !s.keys.is_empty())
+        .await;
     let served = Served::start_on(&world, "main", free_port()).await;
 
     let mut verifier = tokio::process::Command::new("node")
         .arg(support::repo_root().join("tests/interop/rotation_verifier.mjs"))
-        .args(["--jwks-uri", &format!("http://{}{JWKS}", served.addr), "--cache-max-age-ms", "1000"])
+        .args([
+            "--jwks-uri",
+            &format!("http://{}{JWKS}", served.addr),
+            "--cache-max-age-ms",
+            "1000",
+        ])
         .env("NODE_PATH", node_path)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -281,15 +539,28 @@ async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
     // Until a third key signs: two complete handovers, the first key long removed.
     while verified.len() < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "only {verified:?} signed in 90 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {verified:?} signed in 90 s"
+        );
         pace.tick().await;
         let data = world.secrets.get("rotating").await.unwrap().data.unwrap();
         let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
         let line = json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")});
-        input.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-        let answer = tokio::time::timeout(TIMEOUT, output.next_line()).await.unwrap().unwrap().expect("a verdict");
+        input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(TIMEOUT, output.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("a verdict");
         let verdict: Value = serde_json::from_str(&answer).unwrap();
-        assert_eq!(verdict["ok"], true, "token #{tokens} signed with the active key failed: {verdict}");
+        assert_eq!(
+            verdict["ok"], true,
+            "token #{tokens} signed with the active key failed: {verdict}"
+        );
         tokens += 1;
         let kid = verdict["kid"].as_str().unwrap().to_owned();
         if !verified.contains(&kid) {
