@@ -2,22 +2,16 @@
 //! public keys published (G2), and converges without publishing a key whose private half the
 //! operator does not hold. Also import and certificates, and the G3 leak scan.
 
+use std::collections::BTreeMap;
+
 use jwks_operator::api::KeyState;
 use jwks_operator::jose::{self, Algorithm, KeySpec, PrivateKey};
-use k8s_openapi::ByteString;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::fixtures::{openssl, scratch_dir};
 use super::*;
-
-async fn first_kid(world: &World, name: &str) -> String {
-    let status = world
-        .wait_status(name, "its first key", |s| active(s).is_some())
-        .await;
-    active(&status).unwrap().kid.clone()
-}
 
 /// Overwrites some data keys of the Secret, as a careless `kubectl edit` would.
 async fn overwrite_data(world: &World, name: &str, data: serde_json::Value) {
@@ -34,6 +28,30 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Waits until the Secret's `item` is back to its `original` value; returns all its data.
+async fn restored_data(
+    world: &World,
+    name: &str,
+    original: &BTreeMap<String, k8s_openapi::ByteString>,
+    item: &str,
+) -> BTreeMap<String, k8s_openapi::ByteString> {
+    wait_for(TIMEOUT, &format!("{item} restored"), || async {
+        let data = world
+            .secrets
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .data
+            .unwrap();
+        if data.get(item) == original.get(item) {
+            Ok(data)
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await
+}
+
 fn degraded(status: &SigningKeyStatus, reason: &str) -> bool {
     condition(status, "Degraded").is_some_and(|c| c.status == "True" && c.reason == reason)
 }
@@ -48,7 +66,7 @@ async fn deleted_secret_is_recreated_and_the_lost_key_stays_published_for_its_gr
             json!({"algorithm": "ES256", "rotation": {"gracePeriod": "4s"}}),
         )
         .await;
-    let k1 = first_kid(&world, "lost").await;
+    let k1 = world.active_kid("lost").await;
     let published = world.keys.get("lost").await.unwrap().status.unwrap().keys[0]
         .public_jwk
         .clone();
@@ -109,7 +127,7 @@ async fn tampered_key_pem_is_restored_from_the_key_ring() {
     world
         .create_key("tampered", json!({}), json!({"algorithm": "EdDSA"}))
         .await;
-    let k1 = first_kid(&world, "tampered").await;
+    let k1 = world.active_kid("tampered").await;
     let original = world.secrets.get("tampered").await.unwrap().data.unwrap();
 
     let foreign =
@@ -139,21 +157,7 @@ async fn tampered_key_pem_is_restored_from_the_key_ring() {
         repaired.keys.iter().all(|k| k.kid != foreign_kid),
         "the foreign key is never published"
     );
-    let restored = wait_for(TIMEOUT, "key.pem restored", || async {
-        let data = world
-            .secrets
-            .get("tampered")
-            .await
-            .map_err(|e| e.to_string())?
-            .data
-            .unwrap();
-        if data.get("key.pem") == original.get("key.pem") {
-            Ok(data)
-        } else {
-            Err("not yet".into())
-        }
-    })
-    .await;
+    let restored = restored_data(&world, "tampered", &original, "key.pem").await;
     assert_eq!(restored, original, "every data key is back as it was");
     assert!(
         world
@@ -170,7 +174,7 @@ async fn foreign_key_ring_is_never_published_and_a_fresh_key_takes_over() {
     world
         .create_key("foreign", json!({}), json!({"algorithm": "ES256"}))
         .await;
-    let k1 = first_kid(&world, "foreign").await;
+    let k1 = world.active_kid("foreign").await;
 
     let foreign =
         PrivateKey::generate(KeySpec::new(Algorithm::Es256, None, None).unwrap()).unwrap();
@@ -211,7 +215,7 @@ async fn corrupted_key_ring_is_rebuilt_from_the_active_copies() {
     world
         .create_key("corrupt", json!({}), json!({"algorithm": "RS256"}))
         .await;
-    let k1 = first_kid(&world, "corrupt").await;
+    let k1 = world.active_kid("corrupt").await;
     let original = world.secrets.get("corrupt").await.unwrap().data.unwrap();
 
     overwrite_data(
@@ -231,21 +235,7 @@ async fn corrupted_key_ring_is_rebuilt_from_the_active_copies() {
         "key.jwk still held the active key"
     );
     assert_eq!(repaired.keys.len(), 1);
-    let data = wait_for(TIMEOUT, "keyring.jwks rewritten", || async {
-        let data = world
-            .secrets
-            .get("corrupt")
-            .await
-            .map_err(|e| e.to_string())?
-            .data
-            .unwrap();
-        if data.get("keyring.jwks") == original.get("keyring.jwks") {
-            Ok(data)
-        } else {
-            Err("not yet".into())
-        }
-    })
-    .await;
+    let data = restored_data(&world, "corrupt", &original, "keyring.jwks").await;
     assert_eq!(data, original);
     assert!(
         world
@@ -265,7 +255,7 @@ async fn wiped_status_is_rebuilt_from_the_secret() {
             json!({"algorithm": "ES256", "rotation": {"prePublish": "1s", "gracePeriod": "1h"}}),
         )
         .await;
-    let k1 = first_kid(&world, "wiped").await;
+    let k1 = world.active_kid("wiped").await;
     world
         .annotate("wiped", "jwks-operator.io/rotate", "once")
         .await;
@@ -319,7 +309,7 @@ async fn parameter_changes_rotate_to_a_key_with_the_new_parameters() {
     world
         .create_key("migrating", json!({}), json!({"algorithm": "RS256", "keySize": 2048, "rotation": {"prePublish": "1s", "gracePeriod": "1h"}}))
         .await;
-    let k1 = first_kid(&world, "migrating").await;
+    let k1 = world.active_kid("migrating").await;
     let k1_jwk = world
         .keys
         .get("migrating")
@@ -430,19 +420,7 @@ async fn missing_then_provided_import_source_is_adopted_as_the_first_key() {
             .public_key()
             .to_jwk()
             .kid;
-    let legacy = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("legacy".into()),
-            ..Default::default()
-        },
-        data: Some([("tls.key".to_string(), ByteString(pem))].into()),
-        ..Secret::default()
-    };
-    world
-        .secrets
-        .create(&PostParams::default(), &legacy)
-        .await
-        .unwrap();
+    world.create_secret("legacy", "tls.key", pem).await;
     let adopted = world
         .wait_status("imported", "the imported key active", |s| {
             active(s).is_some()
@@ -477,25 +455,13 @@ async fn unreadable_import_source_is_reported_in_one_line() {
             "enc.pem",
         ],
     );
-    let legacy = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("encrypted".into()),
-            ..Default::default()
-        },
-        data: Some(
-            [(
-                "key".to_string(),
-                ByteString(std::fs::read(dir.join("enc.pem")).unwrap()),
-            )]
-            .into(),
-        ),
-        ..Secret::default()
-    };
     world
-        .secrets
-        .create(&PostParams::default(), &legacy)
-        .await
-        .unwrap();
+        .create_secret(
+            "encrypted",
+            "key",
+            std::fs::read(dir.join("enc.pem")).unwrap(),
+        )
+        .await;
     world
         .create_key(
             "enc",
@@ -533,25 +499,13 @@ async fn certificate_and_import_publish_a_consistent_x5c_and_nothing_private_lea
             "key.pem",
         ],
     );
-    let legacy = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("source".into()),
-            ..Default::default()
-        },
-        data: Some(
-            [(
-                "tls.key".to_string(),
-                ByteString(std::fs::read(dir.join("key.pem")).unwrap()),
-            )]
-            .into(),
-        ),
-        ..Secret::default()
-    };
     world
-        .secrets
-        .create(&PostParams::default(), &legacy)
-        .await
-        .unwrap();
+        .create_secret(
+            "source",
+            "tls.key",
+            std::fs::read(dir.join("key.pem")).unwrap(),
+        )
+        .await;
     world
         .create_key(
             "certified",
@@ -564,7 +518,7 @@ async fn certificate_and_import_publish_a_consistent_x5c_and_nothing_private_lea
             }),
         )
         .await;
-    let k1 = first_kid(&world, "certified").await;
+    let k1 = world.active_kid("certified").await;
     let k1_kid = k1.clone();
     let done = world
         .wait_status(

@@ -79,6 +79,30 @@ impl World {
         key.status.unwrap()
     }
 
+    /// Waits until the SigningKey has an active key; returns its kid.
+    pub async fn active_kid(&self, name: &str) -> String {
+        let status = self
+            .wait_status(name, "an active key", |s| active(s).is_some())
+            .await;
+        active(&status).unwrap().kid.clone()
+    }
+
+    /// Creates a Secret holding `bytes` under `key` (an import source, say).
+    pub async fn create_secret(&self, name: &str, key: &str, bytes: Vec<u8>) {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some([(key.to_string(), k8s_openapi::ByteString(bytes))].into()),
+            ..Secret::default()
+        };
+        self.secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
     pub async fn annotate(&self, name: &str, annotation: &str, value: &str) {
         let patch = json!({"metadata": {"annotations": {annotation: value}}});
         self.keys

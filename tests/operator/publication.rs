@@ -210,14 +210,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
     world
         .create_key("a", main.clone(), json!({"algorithm": "ES256"}))
         .await;
-    let a = active(
-        &world
-            .wait_status("a", "a key", |s| active(s).is_some())
-            .await,
-    )
-    .unwrap()
-    .kid
-    .clone();
+    let a = world.active_kid("a").await;
     let a_kid = a.clone();
     let first = world
         .wait_publication("main", "a published", move |s| kids(s) == [a_kid.clone()])
@@ -246,14 +239,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
     world
         .create_key("b", main.clone(), json!({"algorithm": "EdDSA"}))
         .await;
-    let b = active(
-        &world
-            .wait_status("b", "a key", |s| active(s).is_some())
-            .await,
-    )
-    .unwrap()
-    .kid
-    .clone();
+    let b = world.active_kid("b").await;
     let both = world
         .wait_publication("main", "b published too", |s| s.keys.len() == 2)
         .await;
