@@ -2,10 +2,11 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: test dev lint crds bench control-plane tools
+.PHONY: test dev lint crds bench bench-server control-plane tools chart
 
 ## Everything CI runs: tools, control plane, formatting, lints, unit/property/integration/interop tests.
 test: tools control-plane lint
+	hack/chart/build-tools.sh >/dev/null
 	mkdir -p target
 	cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.log
 	hack/test-summary.sh target/test-output.log
@@ -20,6 +21,12 @@ tools:
 control-plane:
 	hack/control-plane/build.sh >/dev/null
 
+## The Helm chart (charts/jwks-operator): builds helm and kubeconform (cached), then lints it,
+## checks it against the apiserver's schemas, applies it and checks the RBAC it grants.
+chart: control-plane
+	hack/chart/build-tools.sh >/dev/null
+	cargo test --locked --test chart
+
 lint:
 	cargo fmt --all --check
 	cargo clippy --locked --all-targets -- -D warnings
@@ -31,3 +38,7 @@ crds:
 ## Key-engine benchmark (numbers in docs/benchmarks.md).
 bench:
 	cargo bench --locked --bench keys
+
+## JWKS server vs nginx on loopback with wrk (installs nginx and wrk from Debian if missing).
+bench-server:
+	hack/bench-server.sh
