@@ -20,30 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the operator: reconcile SigningKeys (and their Secrets) until SIGTERM or Ctrl-C.
+    /// Run the operator: reconcile SigningKeys and JwksPublications until SIGTERM or Ctrl-C.
     ///
     /// Uses the kubeconfig (KUBECONFIG, ~/.kube/config) or, inside a pod, the service account.
-    Run {
-        /// Manage SigningKeys in this namespace only. Default: every namespace.
-        #[arg(short = 'n', long, value_name = "NS")]
-        namespace: Option<String>,
-        /// Log as human-readable text or as one JSON object per line.
-        #[arg(
-            long,
-            value_enum,
-            default_value = "text",
-            env = "JWKS_OPERATOR_LOG_FORMAT"
-        )]
-        log_format: cli::run::LogFormat,
-        /// Image of the JWKS server Deployments (this operator's own image: it runs `serve`).
-        #[arg(
-            long,
-            value_name = "IMAGE",
-            env = "JWKS_OPERATOR_SERVER_IMAGE",
-            default_value = concat!("ghcr.io/jwks-operator/jwks-operator:", env!("CARGO_PKG_VERSION"))
-        )]
-        server_image: String,
-    },
+    Run(RunArgs),
     /// Serve a publication's JWK Set (and discovery document) over HTTP(S) until SIGTERM or Ctrl-C.
     ///
     /// Routes: /.well-known/jwks.json, /.well-known/openid-configuration, /healthz, /readyz
@@ -103,6 +83,42 @@ enum Command {
         #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
         all_namespaces: bool,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Manage SigningKeys and JwksPublications in this namespace only. Default: every namespace.
+    #[arg(short = 'n', long, value_name = "NS")]
+    namespace: Option<String>,
+    /// Log as human-readable text or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "JWKS_OPERATOR_LOG_FORMAT"
+    )]
+    log_format: cli::run::LogFormat,
+    /// Image of the JWKS server Deployments (this operator's own image: it runs `serve`).
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        env = "JWKS_OPERATOR_SERVER_IMAGE",
+        default_value = concat!("ghcr.io/jwks-operator/jwks-operator:", env!("CARGO_PKG_VERSION"))
+    )]
+    server_image: String,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Run the controllers only while holding the Lease `jwks-operator` (for several replicas).
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the Lease. Default: the pod's own (POD_NAMESPACE), else `default`.
+    #[arg(long, value_name = "NS", requires = "leader_election")]
+    leader_election_namespace: Option<String>,
+    /// How long the Lease holds without renewal: a standby takes over at most this long after
+    /// the leader dies.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    leader_election_lease_seconds: u64,
 }
 
 #[derive(Args)]
@@ -236,14 +252,14 @@ fn parse_curve(value: &str) -> Result<Curve, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run {
-            namespace,
-            log_format,
-            server_image,
-        } => cli::run::run(cli::run::RunOptions {
-            namespace,
-            log_format,
-            server_image,
+        Command::Run(args) => cli::run::run(cli::run::RunOptions {
+            namespace: args.namespace,
+            log_format: args.log_format,
+            server_image: args.server_image,
+            metrics_listen: args.metrics_listen,
+            leader_election: args.leader_election,
+            lease_namespace: args.leader_election_namespace,
+            lease_duration: std::time::Duration::from_secs(args.leader_election_lease_seconds),
         }),
         Command::Serve(args) => cli::serve::run(cli::serve::ServeOptions {
             source: cli::serve::ContentSource::from_flags(args.source.dir, args.source.configmap),

@@ -1,8 +1,16 @@
-//! `jwks-operator run`: the operator process (the controllers) until SIGTERM or Ctrl-C.
+//! `jwks-operator run`: the operator process (the controllers, optionally behind a leader
+//! lease, and its metrics and health endpoint) until SIGTERM or Ctrl-C.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use jwks_operator::controller::{self, Scope, Settings};
+use futures::FutureExt;
+use jwks_operator::controller::leadership::{self, LeaseSettings};
+use jwks_operator::controller::metrics::OperatorMetrics;
+use jwks_operator::controller::{self, Scope, Settings, telemetry};
 use tracing_subscriber::EnvFilter;
 
 use super::CliError;
@@ -19,6 +27,13 @@ pub struct RunOptions {
     pub namespace: Option<String>,
     pub log_format: LogFormat,
     pub server_image: String,
+    /// Serve /metrics, /healthz and /readyz here.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Run the controllers only while holding the leader lease.
+    pub leader_election: bool,
+    /// The lease's namespace; default: the pod's (POD_NAMESPACE), else `default`.
+    pub lease_namespace: Option<String>,
+    pub lease_duration: Duration,
 }
 
 pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
@@ -28,21 +43,64 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
+        let metrics = Arc::new(OperatorMetrics::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let shutdown = shutdown_signal().shared();
+        if let Some(address) = options.metrics_listen {
+            let listener = telemetry::bind(address)
+                .await
+                .map_err(|e| CliError::Failed(format!("cannot listen on {address}: {e}")))?;
+            tokio::spawn(telemetry::serve(
+                listener,
+                metrics.clone(),
+                ready.clone(),
+                shutdown.clone(),
+            ));
+        }
         let cluster = Cluster::connect().await?;
+        cluster.client.apiserver_version().await.map_err(|e| {
+            CliError::Failed(format!(
+                "cannot reach the Kubernetes API server at {}: {e}",
+                cluster.url
+            ))
+        })?;
+        ready.store(true, Ordering::Relaxed);
         let scope = match options.namespace {
             Some(namespace) => Scope::Namespace(namespace),
             None => Scope::AllNamespaces,
         };
         tracing::info!(server = cluster.url, scope = ?scope, "starting");
+        let pod_name = std::env::var("POD_NAME").ok();
         let settings = Settings {
             scope,
-            instance: std::env::var("POD_NAME").ok(),
+            instance: pod_name.clone(),
             server_image: options.server_image,
         };
-        controller::run(cluster.client, settings, shutdown_signal()).await;
+        if options.leader_election {
+            let lease = LeaseSettings {
+                namespace: options
+                    .lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".into()),
+                identity: pod_name.unwrap_or_else(local_identity),
+                duration: options.lease_duration,
+            };
+            leadership::run_as_leader(cluster.client, settings, lease, metrics, shutdown)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+        } else {
+            metrics.set_leader(true);
+            controller::run(cluster.client, settings, metrics, shutdown).await;
+        }
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Outside a pod: this host and process, unique enough among the replicas of a test or a laptop.
+fn local_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 pub fn init_logging(format: LogFormat) {

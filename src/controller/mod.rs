@@ -2,8 +2,11 @@
 //! with server-side apply and report through status and events.
 
 mod events;
+pub mod leadership;
+pub mod metrics;
 pub mod publication;
 pub mod signing_key;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,7 @@ pub struct Context {
     pub recorder: events::EventRecorder,
     /// The image the JWKS server Deployments run (this operator's own image).
     pub server_image: String,
+    pub metrics: Arc<metrics::OperatorMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,7 @@ pub struct Settings {
 pub async fn run(
     client: Client,
     settings: Settings,
+    metrics: Arc<metrics::OperatorMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let context = Arc::new(Context {
@@ -117,6 +122,7 @@ pub async fn run(
         ),
         client: client.clone(),
         server_image: settings.server_image,
+        metrics,
     });
     let shutdown = shutdown.shared();
     let signing_keys = signing_key::controller(client.clone(), &settings.scope)

@@ -12,6 +12,7 @@ mod timeline;
 
 mod conformance;
 mod damage;
+mod operations;
 mod publication;
 mod rotation;
 

@@ -684,11 +684,17 @@ pub fn tail(path: &Path, lines: usize) -> String {
 /// under `setpriv --pdeathsig KILL`, so it dies with the test thread that started it even if the
 /// test binary is killed; dropping it kills it too.
 pub async fn start_operator(namespace: &str) -> ChildProcess {
+    start_operator_with(namespace, &[]).await
+}
+
+/// [`start_operator`] with more `run` flags.
+pub async fn start_operator_with(namespace: &str, flags: &[&str]) -> ChildProcess {
     let cp = shared_control_plane().await;
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"])
         .arg(env!("CARGO_BIN_EXE_jwks-operator"))
         .args(["run", "--namespace", namespace, "--log-format", "json"])
+        .args(flags)
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("RUST_LOG", "info,jwks_operator=debug")
         .env_remove("KUBERNETES_SERVICE_HOST");
@@ -704,7 +710,13 @@ pub async fn start_operator(namespace: &str) -> ChildProcess {
 pub fn project_config_map(dir: &Path, data: &std::collections::BTreeMap<String, String>) {
     use std::os::unix::fs::symlink;
     fs::create_dir_all(dir).unwrap();
-    let stamp = format!("..{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    let stamp = format!(
+        "..{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
     let fresh = dir.join(&stamp);
     fs::create_dir(&fresh).unwrap();
     for (key, value) in data {
@@ -728,7 +740,12 @@ pub fn project_config_map(dir: &Path, data: &std::collections::BTreeMap<String, 
 
 /// Follows one ConfigMap (watch) and projects every revision into `dir`, like a kubelet with a
 /// zero sync period. Abort the task to stop.
-pub fn kubelet(client: Client, namespace: &str, name: &str, dir: PathBuf) -> tokio::task::JoinHandle<()> {
+pub fn kubelet(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    dir: PathBuf,
+) -> tokio::task::JoinHandle<()> {
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::runtime::watcher::{self, Event};
@@ -755,7 +772,10 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -764,21 +784,34 @@ impl HttpResponse {
 }
 
 /// Sends one request (`Connection: close`) to `addr` and reads the whole response.
-pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no header end")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
@@ -790,10 +823,18 @@ pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Ok(HttpResponse { status, headers, body: raw[split + 4..].to_vec() })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::api::{JwksPublication, SigningKey};
 use crate::publication::{JWKS_KEY, assemble, smallest_pre_publish, strong_etag};
 
+use super::metrics::ObjectLabels;
 use super::{Context, Error, FIELD_MANAGER, Scope};
 use build::{
     ConfigMapAction, Facts, MANAGED_BY_LABEL, MANAGER, build_deployment, build_service,
@@ -55,7 +56,12 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublica
         )
 }
 
-pub fn error_policy(publication: Arc<JwksPublication>, error: &Error, _: Arc<Context>) -> Action {
+pub fn error_policy(
+    publication: Arc<JwksPublication>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    context.metrics.reconcile_failed(CONTROLLER);
     if !error.is_conflict() {
         warn!(namespace = publication.namespace(), name = publication.name_any(), %error, "reconcile failed");
     }
@@ -70,8 +76,14 @@ pub async fn reconcile(
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(publication.name_any()))?;
     let client = &context.client;
+    context.metrics.reconciled(CONTROLLER);
+    let labels = ObjectLabels {
+        namespace: namespace.clone(),
+        name: publication.name_any(),
+    };
     let publications: Api<JwksPublication> = Api::namespaced(client.clone(), &namespace);
     let Some(publication) = publications.get_opt(&publication.name_any()).await? else {
+        context.metrics.forget(&labels);
         return Ok(Action::await_change());
     };
     if publication.meta().deletion_timestamp.is_some() {
@@ -155,6 +167,9 @@ pub async fn reconcile(
         now: Timestamp::now(),
     });
     write_status(&publications, &publication, &status).await?;
+    context
+        .metrics
+        .observe_publication(labels, status.keys.len());
 
     let previous_warnings = publication
         .status
@@ -187,6 +202,8 @@ pub async fn reconcile(
         None => Action::await_change(),
     })
 }
+
+const CONTROLLER: &str = "jwkspublication";
 
 const PROBLEM_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -26,12 +26,15 @@ use tracing::{debug, info, warn};
 
 use crate::api::{JwksPublication, REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey};
 use crate::lifecycle::{
-    Policy, PublicationFacts, RotationInput, RotationPlan, plan_rotation, selects,
+    Change, Policy, PublicationFacts, RotationInput, RotationPlan, plan_rotation, selects,
 };
 
+use super::metrics::{KeyObservation, ObjectLabels};
 use super::{Context, Error, FIELD_MANAGER, Scope};
 use mint::{KeyMint, import_failed};
 use report::{Outcome, Problem, build_events, build_status};
+
+const CONTROLLER: &str = "signingkey";
 
 /// While a problem only the user can fix persists (an unreadable import source, a Secret that
 /// belongs to someone else), look again this often: those sources are not watched.
@@ -66,7 +69,8 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<SigningKey>
         )
 }
 
-pub fn error_policy(key: Arc<SigningKey>, error: &Error, _: Arc<Context>) -> Action {
+pub fn error_policy(key: Arc<SigningKey>, error: &Error, context: Arc<Context>) -> Action {
+    context.metrics.reconcile_failed(CONTROLLER);
     if error.is_conflict() {
         // Another writer (a second operator, a user) changed the object since it was read.
         debug!(namespace = key.namespace(), name = key.name_any(), %error, "write conflict; retrying with fresh reads");
@@ -81,10 +85,16 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(key.name_any()))?;
     let client = &context.client;
+    context.metrics.reconciled(CONTROLLER);
+    let labels = ObjectLabels {
+        namespace: namespace.clone(),
+        name: key.name_any(),
+    };
     let keys: Api<SigningKey> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     // The cached copy may lag: G1 and the status precondition need the current object.
     let Some(key) = keys.get_opt(&key.name_any()).await? else {
+        context.metrics.forget(&labels);
         return Ok(Action::await_change());
     };
     if key.meta().deletion_timestamp.is_some() {
@@ -177,6 +187,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
     write_status(&keys, &key, build_status(&outcome)).await?;
     publish_events(&context, &key, &outcome).await;
     log_plan(&key, &plan);
+    context.metrics.observe_key(labels, observe(&plan));
     Ok(wake_up(&plan))
 }
 
@@ -368,6 +379,29 @@ async fn report_problem(
     write_status(keys, key, build_status(&outcome)).await?;
     publish_events(context, key, &outcome).await;
     Ok(Action::requeue(PROBLEM_RETRY))
+}
+
+/// What the metrics keep of a plan: rotations are activations of keys that were pending (not the
+/// first key, not a replacement for a revoked or lost one).
+fn observe(plan: &RotationPlan) -> KeyObservation {
+    let generated_now = |kid: &str| {
+        plan.changes
+            .iter()
+            .any(|c| matches!(c, Change::Generated { kid: k, .. } if k == kid))
+    };
+    let count =
+        |wanted: fn(&Change) -> bool| plan.changes.iter().filter(|c| wanted(c)).count() as u64;
+    KeyObservation {
+        activated_at: plan.ring.active().and_then(|k| k.activated_at),
+        next_rotation_at: plan.next_rotation_at,
+        blocked: plan.blocked.is_some(),
+        rotations: plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Activated { kid } if !generated_now(kid)))
+            .count() as u64,
+        revocations: count(|c| matches!(c, Change::Revoked { .. })),
+    }
 }
 
 fn log_plan(key: &SigningKey, plan: &RotationPlan) {

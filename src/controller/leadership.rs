@@ -1,0 +1,108 @@
+//! Leader election on a `coordination.k8s.io` Lease (kube-lease-manager): several replicas may
+//! run, only the lease holder runs the controllers. A replica that loses the lease stops at
+//! once (the caller exits), so two replicas never write at the same time by design rather than
+//! by luck; the apiserver's optimistic concurrency guards the overlap anyway.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use tracing::info;
+
+use super::metrics::OperatorMetrics;
+use super::{FIELD_MANAGER, Settings};
+
+/// The Lease's name, in the lease namespace.
+pub const LEASE_NAME: &str = "jwks-operator";
+
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    /// This replica's name in the Lease (the pod name).
+    pub identity: String,
+    /// How long a lease holds without renewal; a standby takes over at most this long after the
+    /// leader dies.
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeadershipError {
+    #[error("leader election on Lease {namespace}/{LEASE_NAME} failed: {reason}")]
+    Lease { namespace: String, reason: String },
+    #[error(
+        "lost the leader lease {namespace}/{LEASE_NAME}; stopping so that only the new leader writes"
+    )]
+    Lost { namespace: String },
+}
+
+/// Waits for the lease, runs the controllers while it is held, and releases it on shutdown so
+/// that a standby takes over at once.
+pub async fn run_as_leader(
+    client: Client,
+    settings: Settings,
+    lease: LeaseSettings,
+    metrics: Arc<OperatorMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LeadershipError> {
+    let failed = |e: kube_lease_manager::LeaseManagerError| LeadershipError::Lease {
+        namespace: lease.namespace.clone(),
+        reason: e.to_string(),
+    };
+    let seconds = lease.duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(lease.namespace.clone())
+        .with_identity(lease.identity.clone())
+        .with_duration(seconds)
+        .with_grace((seconds / 3).max(1))
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(failed)?;
+    let (mut leader, task) = manager.watch().await;
+    let shutdown = shutdown.shared();
+    info!(
+        lease = LEASE_NAME,
+        namespace = lease.namespace,
+        identity = lease.identity,
+        "waiting for the leader lease"
+    );
+    while !*leader.borrow_and_update() {
+        tokio::select! {
+            changed = leader.changed() => changed.map_err(|_| LeadershipError::Lease {
+                namespace: lease.namespace.clone(),
+                reason: "the lease task stopped".into(),
+            })?,
+            () = shutdown.clone() => return Ok(()),
+        }
+    }
+    info!(
+        lease = LEASE_NAME,
+        identity = lease.identity,
+        "acquired the leader lease"
+    );
+    metrics.set_leader(true);
+    let lost = async {
+        while leader.changed().await.is_ok() {
+            if !*leader.borrow() {
+                return;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        () = super::run(client, settings, metrics.clone(), shutdown) => Ok(()),
+        () = lost => Err(LeadershipError::Lost { namespace: lease.namespace.clone() }),
+    };
+    metrics.set_leader(false);
+    if outcome.is_ok() {
+        // Closing the channel ends the lease task, which hands the manager back to release.
+        drop(leader);
+        if let Ok(Ok(manager)) = task.await {
+            let _ = manager.release().await;
+            info!(lease = LEASE_NAME, "released the leader lease");
+        }
+    }
+    outcome
+}

@@ -1,0 +1,287 @@
+//! The operator's Prometheus metrics (`jwks_operator_*`). Ages and countdowns are computed when
+//! scraped, from the instants the reconciles recorded, so they are exact between reconciles.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use k8s_openapi::jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+/// What one SigningKey reconcile leaves for the metrics.
+pub struct KeyObservation {
+    pub activated_at: Option<Timestamp>,
+    pub next_rotation_at: Option<Timestamp>,
+    pub blocked: bool,
+    pub rotations: u64,
+    pub revocations: u64,
+}
+
+#[derive(Default)]
+struct Instants {
+    activated: Option<Timestamp>,
+    next_rotation: Option<Timestamp>,
+}
+
+pub struct OperatorMetrics {
+    registry: Registry,
+    reconciliations: Family<ControllerLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    rotations: Family<ObjectLabels, Counter>,
+    revocations: Family<ObjectLabels, Counter>,
+    key_age: Family<ObjectLabels, Gauge<f64, AtomicU64>>,
+    next_rotation: Family<ObjectLabels, Gauge<f64, AtomicU64>>,
+    blocked: Family<ObjectLabels, Gauge>,
+    published: Family<ObjectLabels, Gauge>,
+    leader: Gauge,
+    instants: Mutex<BTreeMap<ObjectLabels, Instants>>,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        OperatorMetrics::new()
+    }
+}
+
+impl OperatorMetrics {
+    pub fn new() -> OperatorMetrics {
+        let metrics = OperatorMetrics {
+            registry: Registry::with_prefix("jwks_operator"),
+            reconciliations: Family::default(),
+            reconcile_errors: Family::default(),
+            rotations: Family::default(),
+            revocations: Family::default(),
+            key_age: Family::default(),
+            next_rotation: Family::default(),
+            blocked: Family::default(),
+            published: Family::default(),
+            leader: Gauge::default(),
+            instants: Mutex::default(),
+        };
+        let mut registry = metrics.registry;
+        registry.register(
+            "reconciliations",
+            "Reconciles run, by controller",
+            metrics.reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and will be retried, by controller",
+            metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "rotations",
+            "Keys that became active by rotation (scheduled, manual or after a parameter change)",
+            metrics.rotations.clone(),
+        );
+        registry.register(
+            "revocations",
+            "Keys revoked through the jwks-operator.io/revoke annotation",
+            metrics.revocations.clone(),
+        );
+        registry.register_with_unit(
+            "key_age",
+            "Time since the active key of a SigningKey started signing",
+            Unit::Seconds,
+            metrics.key_age.clone(),
+        );
+        registry.register(
+            "seconds_to_next_rotation",
+            "Seconds until the active key hands over (negative: overdue, e.g. blocked)",
+            metrics.next_rotation.clone(),
+        );
+        registry.register(
+            "rotation_blocked",
+            "1 while a due activation waits for a publication to serve the new key",
+            metrics.blocked.clone(),
+        );
+        registry.register(
+            "keys_published",
+            "Keys in a JwksPublication's JWK Set",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (or runs without leader election)",
+            metrics.leader.clone(),
+        );
+        // Both controllers' series exist from the start, so a rate() over them is defined.
+        for controller in ["signingkey", "jwkspublication"] {
+            drop(
+                metrics
+                    .reconciliations
+                    .get_or_create(&ControllerLabels { controller }),
+            );
+            drop(
+                metrics
+                    .reconcile_errors
+                    .get_or_create(&ControllerLabels { controller }),
+            );
+        }
+        OperatorMetrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn reconciled(&self, controller: &'static str) {
+        self.reconciliations
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    pub fn reconcile_failed(&self, controller: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    pub fn observe_key(&self, labels: ObjectLabels, observation: KeyObservation) {
+        if observation.rotations > 0 {
+            self.rotations
+                .get_or_create(&labels)
+                .inc_by(observation.rotations);
+        }
+        if observation.revocations > 0 {
+            self.revocations
+                .get_or_create(&labels)
+                .inc_by(observation.revocations);
+        }
+        self.blocked
+            .get_or_create(&labels)
+            .set(i64::from(observation.blocked));
+        let mut instants = self.instants.lock().unwrap_or_else(|e| e.into_inner());
+        instants.insert(
+            labels,
+            Instants {
+                activated: observation.activated_at,
+                next_rotation: observation.next_rotation_at,
+            },
+        );
+    }
+
+    pub fn observe_publication(&self, labels: ObjectLabels, keys: usize) {
+        self.published
+            .get_or_create(&labels)
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Forgets an object that no longer exists, so its series stop.
+    pub fn forget(&self, labels: &ObjectLabels) {
+        self.instants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(labels);
+        for family in [&self.key_age, &self.next_rotation] {
+            family.remove(labels);
+        }
+        self.blocked.remove(labels);
+        self.published.remove(labels);
+    }
+
+    /// The OpenMetrics text exposition, with ages computed at `now`.
+    pub fn encode(&self, now: Timestamp) -> String {
+        let instants = self.instants.lock().unwrap_or_else(|e| e.into_inner());
+        for (labels, instants) in instants.iter() {
+            if let Some(at) = instants.activated {
+                self.key_age
+                    .get_or_create(labels)
+                    .set(now.duration_since(at).as_secs_f64());
+            }
+            match instants.next_rotation {
+                Some(at) => {
+                    self.next_rotation
+                        .get_or_create(labels)
+                        .set(at.duration_since(now).as_secs_f64());
+                }
+                None => {
+                    self.next_rotation.remove(labels);
+                }
+            }
+        }
+        drop(instants);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> ObjectLabels {
+        ObjectLabels {
+            namespace: "auth".into(),
+            name: "api-tokens".into(),
+        }
+    }
+
+    #[test]
+    fn ages_and_countdowns_are_computed_when_scraped() {
+        let metrics = OperatorMetrics::new();
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        metrics.observe_key(
+            labels(),
+            KeyObservation {
+                activated_at: Some(t0),
+                next_rotation_at: Some(t0 + k8s_openapi::jiff::SignedDuration::from_secs(100)),
+                blocked: false,
+                rotations: 1,
+                revocations: 0,
+            },
+        );
+        let text = metrics.encode(t0 + k8s_openapi::jiff::SignedDuration::from_secs(30));
+        assert!(
+            text.contains(
+                r#"jwks_operator_key_age_seconds{namespace="auth",name="api-tokens"} 30.0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"jwks_operator_seconds_to_next_rotation{namespace="auth",name="api-tokens"} 70.0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"jwks_operator_rotations_total{namespace="auth",name="api-tokens"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP jwks_operator_key_age_seconds Time since the active key"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"jwks_operator_reconcile_errors_total{controller="jwkspublication"} 0"#
+            ),
+            "{text}"
+        );
+        metrics.forget(&labels());
+        assert!(
+            !metrics.encode(t0).contains("api-tokens\"} 30"),
+            "forgotten series stop"
+        );
+    }
+}
