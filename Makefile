@@ -2,14 +2,20 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: test dev lint crds bench bench-server control-plane tools chart
+.PHONY: test dev lint crds bench bench-server control-plane tools chart image
 
-## Everything CI runs: tools, control plane, formatting, lints, unit/property/integration/interop tests.
+## Everything CI runs: tools, control plane, formatting, lints, unit/property/integration/interop
+## tests, the chart, and the image (Dockerfile lint, the release binary it builds).
 test: tools control-plane lint
 	hack/chart/build-tools.sh >/dev/null
 	mkdir -p target
 	cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.log
+	hack/image/check.sh
 	hack/test-summary.sh target/test-output.log
+
+## The container image without a Docker engine: hadolint, then the release binary it builds.
+image:
+	hack/image/check.sh
 
 ## A local control plane with the CRDs and examples, in the foreground (Ctrl-C stops it).
 dev:

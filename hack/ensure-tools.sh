@@ -28,7 +28,7 @@ if ((${#missing_debs[@]})); then
 fi
 
 command -v cargo >/dev/null || { say "cargo is missing: install Rust >= 1.89 (https://rustup.rs)"; exit 1; }
-command -v go >/dev/null || { say "go is missing: Go >= 1.24 builds the test control plane"; exit 1; }
+command -v go >/dev/null || { say "go is missing: Go >= 1.26 builds the test control plane, helm and kubeconform"; exit 1; }
 rustfmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 say "ok: $(cargo --version | cut -d' ' -f1-2), $(go version | cut -d' ' -f3), $(openssl version | cut -d' ' -f1-2), node $(node --version)"
