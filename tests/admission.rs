@@ -1,5 +1,6 @@
 //! Admission on the real apiserver: every invalid manifest under tests/admission/ is refused
-//! with a message naming the offending field, and every file in examples/ is accepted.
+//! with a message naming the offending field; every file in examples/ and every YAML block of
+//! the README is accepted.
 
 mod support;
 
@@ -192,6 +193,52 @@ async fn every_example_is_accepted_by_dry_run_and_by_a_real_create() {
         assert!(
             names.contains(&expected),
             "{expected} missing from {names:?}"
+        );
+    }
+}
+
+/// Every YAML block of the README is a manifest the apiserver accepts (server-side dry run), so
+/// what a reader copies works.
+#[tokio::test]
+async fn every_yaml_block_of_the_readme_is_accepted() {
+    let ns = test_namespace().await;
+    // The recipes include a Pod, which needs the namespace's default ServiceAccount.
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(ns.client.clone(), &ns.name);
+    support::wait_for(support::TIMEOUT, "the default ServiceAccount", || async {
+        accounts
+            .get_opt("default")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "not yet".into())
+    })
+    .await;
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 3, "the README shows manifests");
+    let dir = support::new_temp_dir("readme-yaml").unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let path = dir.join(format!("block-{i}.yaml"));
+        std::fs::write(&path, block).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        let out = kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-n",
+            &ns.name,
+            "-f",
+            &path,
+        ])
+        .await;
+        assert!(
+            out.success(),
+            "README YAML block {i} refused:\n{block}\n{}",
+            out.stderr
         );
     }
 }
