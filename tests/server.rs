@@ -430,9 +430,17 @@ async fn tls_serves_https_and_picks_up_a_replaced_certificate_without_restart() 
         Ok(())
     })
     .await;
-    server
-        .wait_for_metric("jwks_server_tls_reloads_total", 1.0)
-        .await;
+    wait_for(TIMEOUT, "the reload to be counted", || async {
+        let (_, reply) = https_get(&connector, server.address, "/metrics").await?;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        let reloads = metric(&text, "jwks_server_tls_reloads_total");
+        if reloads == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("jwks_server_tls_reloads_total is {reloads}").into())
+        }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,9 +42,11 @@ pub struct ServeOptions {
 pub fn run(options: ServeOptions) -> Result<ExitCode, CliError> {
     let source = options.source?;
     init_logging(options.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // This runtime runs the signal handler and the content and certificate reloads; the server
+    // starts its own worker threads for connections.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(4)
+        .max_blocking_threads(2)
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {

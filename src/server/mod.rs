@@ -20,7 +20,6 @@ use std::time::SystemTime;
 
 use http::{Request, Response};
 use kube::Client;
-use tokio::net::TcpListener;
 
 pub use routes::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
 pub use tls::{TlsError, TlsFiles};
@@ -58,6 +57,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot start the server's worker threads: {0}")]
+    Serve(std::io::Error),
 }
 
 /// Serves until `shutdown` resolves, then drains (see [`transport::serve_connections`]).
@@ -67,12 +68,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let state = Arc::new(ServerState::default());
     let tls = options.tls.map(tls::load).transpose()?;
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address: options.listen,
-            source,
-        })?;
+    let listener = listen(options.listen).map_err(|source| ServeError::Bind {
+        address: options.listen,
+        source,
+    })?;
     let address = listener.local_addr().unwrap_or(options.listen);
 
     // Background tasks end with this set, when serving ends.
@@ -97,11 +96,31 @@ pub async fn serve(
         acceptor
     });
 
-    tracing::info!(%address, tls = acceptor.is_some(), "listening");
-    transport::serve_connections(listener, acceptor, state, shutdown).await;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_WORKERS);
+    tracing::info!(%address, tls = acceptor.is_some(), workers, "listening");
+    let served = transport::serve_connections(listener, acceptor, state, workers, shutdown).await;
     background.shutdown().await;
-    Ok(())
+    served.map_err(ServeError::Serve)
 }
+
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Worker threads: one per core the process may use (cgroup CPU limits included), up to this; a
+/// static JWKS saturates the network long before more cores would help.
+const MAX_WORKERS: usize = 4;
+
+/// Connections the kernel queues until they are accepted (what tokio's `bind` uses).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// What every connection shares: the content served and the metrics.
 #[derive(Debug, Default)]

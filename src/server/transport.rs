@@ -1,9 +1,11 @@
-//! Connections: accept (bounded in number), optional TLS handshake, HTTP/1.1 with bounded request
-//! heads and a header read timeout, and graceful shutdown that drains in-flight requests.
+//! Connections: accepted (bounded in number) and handed to worker threads; optional TLS
+//! handshake; HTTP/1.1 with bounded request heads and a header read timeout; graceful shutdown
+//! that drains in-flight requests.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -11,7 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::ServerState;
@@ -30,23 +32,43 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves connections from `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish (closing idle keep-alive connections at once) for at most
-/// [`DRAIN_TIMEOUT`], and returns.
+/// Serves connections from `listener` on `workers` threads until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish (idle keep-alive connections close at once) for at
+/// most [`DRAIN_TIMEOUT`], and returns.
+///
+/// The caller's runtime accepts; each connection then lives on one worker thread, a
+/// single-threaded runtime, chosen as the one with the fewest open connections. A request never
+/// hops between threads (as in nginx's workers), and no worker is left idle while another has a
+/// queue.
 pub async fn serve_connections(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
+    workers: usize,
     shutdown: impl Future<Output = ()>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let (stop, stopped) = watch::channel(());
+) -> std::io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .keep_alive(true);
-    let http = Arc::new(http);
+    let shared = Arc::new(Shared {
+        http,
+        tls,
+        state,
+        stop: watch::channel(false).0,
+    });
+    let (exit, _) = watch::channel(false);
+    let mut pool = Vec::new();
+    for index in 0..workers.max(1) {
+        pool.push(WorkerHandle::start(
+            index,
+            Arc::clone(&shared),
+            exit.subscribe(),
+        )?);
+    }
+
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -71,22 +93,25 @@ pub async fn serve_connections(
         };
         // Responses are one small write; do not hold them back waiting for ACKs.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            tls.clone(),
-            Arc::clone(&http),
-            Arc::clone(&state),
-            stopped.clone(),
-            slot,
-        ));
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        if let Some(worker) = pool.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)) {
+            worker.hand_over(stream, slot);
+        }
     }
     drop(listener);
+
     let open = MAX_CONNECTIONS - slots.available_permits();
     tracing::info!(
         open_connections = open,
         "stopped accepting connections; draining"
     );
-    stop.send_replace(());
+    shared.stop.send_replace(true);
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     match tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections closed"),
@@ -96,20 +121,129 @@ pub async fn serve_connections(
             "connections still busy at the drain deadline; closing them"
         ),
     }
+    exit.send_replace(true);
+    for worker in pool {
+        worker.finished().await;
+    }
+    Ok(())
 }
 
-/// One client connection; holds its `slot` until it closes.
-async fn connection(
-    stream: TcpStream,
+/// What all workers share.
+struct Shared {
+    http: http1::Builder,
     tls: Option<TlsAcceptor>,
-    http: Arc<http1::Builder>,
     state: Arc<ServerState>,
-    mut stopped: watch::Receiver<()>,
-    _slot: OwnedSemaphorePermit,
+    /// `true`: finish the open connections gracefully.
+    stop: watch::Sender<bool>,
+}
+
+/// A connection handed to a worker, with its slot (one of [`MAX_CONNECTIONS`]) and the worker's
+/// open-connection count to decrement when it closes.
+struct Accepted {
+    stream: std::net::TcpStream,
+    slot: OwnedSemaphorePermit,
+    load: Arc<AtomicUsize>,
+}
+
+/// The accepting side's view of one worker thread.
+struct WorkerHandle {
+    inbox: mpsc::UnboundedSender<Accepted>,
+    /// Connections open on this worker.
+    load: Arc<AtomicUsize>,
+    done: oneshot::Receiver<()>,
+}
+
+impl WorkerHandle {
+    fn start(
+        index: usize,
+        shared: Arc<Shared>,
+        exit: watch::Receiver<bool>,
+    ) -> std::io::Result<WorkerHandle> {
+        let (inbox, connections) = mpsc::unbounded_channel();
+        let (finished, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || {
+                run_worker(connections, shared, exit);
+                let _ = finished.send(());
+            })?;
+        Ok(WorkerHandle {
+            inbox,
+            load: Arc::new(AtomicUsize::new(0)),
+            done,
+        })
+    }
+
+    fn hand_over(&self, stream: std::net::TcpStream, slot: OwnedSemaphorePermit) {
+        self.load.fetch_add(1, Ordering::Relaxed);
+        let accepted = Accepted {
+            stream,
+            slot,
+            load: Arc::clone(&self.load),
+        };
+        // A worker that is gone drops the connection (and so frees its slot and load).
+        let _ = self.inbox.send(accepted);
+    }
+
+    async fn finished(self) {
+        drop(self.inbox);
+        let _ = self.done.await;
+    }
+}
+
+/// A worker thread: serves the connections handed to it until told to exit. Dropping its
+/// runtime then cancels the connections still open after the drain deadline.
+fn run_worker(
+    mut connections: mpsc::UnboundedReceiver<Accepted>,
+    shared: Arc<Shared>,
+    mut exit: watch::Receiver<bool>,
 ) {
-    let _open = OpenConnection::new(Arc::clone(&state));
-    let Some(acceptor) = tls else {
-        return serve_http(TokioIo::new(stream), &http, state, stopped).await;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut exiting = std::pin::pin!(async move {
+            let _ = exit.wait_for(|exit| *exit).await;
+        });
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut exiting => break,
+                accepted = connections.recv() => match accepted {
+                    Some(accepted) => {
+                        tokio::spawn(connection(accepted, Arc::clone(&shared)));
+                    }
+                    None => {
+                        (&mut exiting).await;
+                        break;
+                    }
+                },
+            }
+        }
+    });
+}
+
+/// One client connection; holds its slot until it closes.
+async fn connection(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted { stream, slot, load } = accepted;
+    let _open = OpenConnection::new(Arc::clone(&shared.state), slot, load);
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%error, "cannot register a connection");
+            return;
+        }
+    };
+    let mut stop = shared.stop.subscribe();
+    let Some(acceptor) = shared.tls.clone() else {
+        return serve_http(TokioIo::new(stream), &shared, stop).await;
     };
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
     let stream = tokio::select! {
@@ -124,26 +258,23 @@ async fn connection(
                 return;
             }
         },
-        _ = stopped.changed() => return,
+        () = stopping(&mut stop) => return,
     };
-    serve_http(TokioIo::new(stream), &http, state, stopped).await;
+    serve_http(TokioIo::new(stream), &shared, stop).await;
 }
 
-async fn serve_http<I>(
-    io: I,
-    http: &http1::Builder,
-    state: Arc<ServerState>,
-    mut stopped: watch::Receiver<()>,
-) where
+async fn serve_http<I>(io: I, shared: &Shared, mut stop: watch::Receiver<bool>)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let state = Arc::clone(&shared.state);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         std::future::ready(Ok::<_, Infallible>(state.handle(&request)))
     });
-    let mut connection = std::pin::pin!(http.serve_connection(io, service));
+    let mut connection = std::pin::pin!(shared.http.serve_connection(io, service));
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        _ = stopped.changed() => {
+        () = stopping(&mut stop) => {
             // Finishes the request in flight (if any) with `Connection: close`, then closes.
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -154,18 +285,37 @@ async fn serve_http<I>(
     }
 }
 
-/// Counts a connection in `jwks_server_open_connections` while it lives.
-struct OpenConnection(Arc<ServerState>);
+/// Resolves once shutdown has begun (or the server is gone).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// A connection's presence: counted in `jwks_server_open_connections` and in its worker's load,
+/// and holding its slot, until dropped.
+struct OpenConnection {
+    state: Arc<ServerState>,
+    load: Arc<AtomicUsize>,
+    _slot: OwnedSemaphorePermit,
+}
 
 impl OpenConnection {
-    fn new(state: Arc<ServerState>) -> OpenConnection {
+    fn new(
+        state: Arc<ServerState>,
+        slot: OwnedSemaphorePermit,
+        load: Arc<AtomicUsize>,
+    ) -> OpenConnection {
         state.metrics.connection_opened();
-        OpenConnection(state)
+        OpenConnection {
+            state,
+            load,
+            _slot: slot,
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.metrics.connection_closed();
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.state.metrics.connection_closed();
     }
 }
