@@ -72,8 +72,15 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_dies() {
     .await;
     let standby = 1 - leader;
     for r in &replicas {
-        let ready = http(&r.metrics, "GET", "/readyz", &[]).await.unwrap();
-        assert_eq!(ready.status, 200, "standbys are ready too");
+        wait_for(TIMEOUT, "every replica ready, standbys too", || async {
+            let ready = http(&r.metrics, "GET", "/readyz", &[]).await?;
+            if ready.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("status {}", ready.status).into())
+            }
+        })
+        .await;
     }
     let holder = lease(&world)
         .await
