@@ -1,10 +1,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, MicroTime};
-use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::KeyUse;
+use super::duration::{DURATION_PATTERN, GoDuration};
 
 /// Which keys to publish, where, and how to serve them.
 // kube's printcolumn(...) repeats `type_` by design, which clippy mistakes for a duplicate.
@@ -66,9 +66,9 @@ pub struct JwksPublicationSpec {
     /// Cache-Control max-age of the served documents. Keep it at most the smallest prePublish
     /// of the selected keys. Default 5m.
     #[serde(default = "default_cache_max_age")]
-    #[schemars(extend("default" = "5m"), length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(extend("default" = "5m"), length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('24h')").message("cacheMaxAge must be between 0s and 24h"))]
-    pub cache_max_age: Duration,
+    pub cache_max_age: GoDuration,
 
     /// The HTTP server workload.
     #[serde(default)]
@@ -79,8 +79,13 @@ fn default_use() -> Vec<KeyUse> {
     vec![KeyUse::Sig]
 }
 
-fn default_cache_max_age() -> Duration {
-    std::time::Duration::from_secs(300).into()
+fn default_cache_max_age() -> GoDuration {
+    GoDuration::from_duration(JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE)
+}
+
+impl JwksPublicationSpec {
+    pub const DEFAULT_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+    pub const MAX_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 }
 
 /// Deployment + Service running `jwks-operator serve` with the ConfigMap mounted.

@@ -1,9 +1,11 @@
 //! The custom resources: `SigningKey` and `JwksPublication` (API group `jwks-operator.io`,
 //! version `v1alpha1`). Data and admission rules only; no behaviour.
 
+mod duration;
 mod jwks_publication;
 mod signing_key;
 
+pub use duration::{DurationError, GoDuration};
 pub use jwks_publication::{
     JwksPublication, JwksPublicationSpec, JwksPublicationStatus, PublishedKey, ServerSpec,
 };

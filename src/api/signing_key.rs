@@ -1,10 +1,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
-use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::duration::{DURATION_PATTERN, GoDuration};
 
 const SIGNING: &str =
     "['RS256','RS384','RS512','PS256','PS384','PS512','ES256','ES384','ES512','EdDSA']";
@@ -151,35 +152,60 @@ pub enum Curve {
         .field_path(".interval"),
 )]
 pub struct RotationSpec {
-    /// How long a key signs before the next one takes over (Go duration, e.g. 720h). Absent:
-    /// no automatic rotation.
+    /// How long a key signs before the next one takes over (Go duration, e.g. 720h; at most
+    /// 26280h, three years). Absent: no automatic rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("interval must be positive"))]
-    pub interval: Option<Duration>,
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("interval must be positive"),
+        validation = Rule::new("duration(self) <= duration('26280h')").message("interval must be at most 26280h (three years)"),
+    )]
+    pub interval: Option<GoDuration>,
 
     /// How long a new key is published before it signs; at least the verifiers' JWKS cache
-    /// lifetime (jose caches 10m, PyJWT 5m). Default 1h.
-    #[serde(default = "default_pre_publish")]
+    /// lifetime (jose caches 10m, PyJWT 5m). Default 1h, at most 2160h (90 days).
+    #[serde(default = "RotationSpec::default_pre_publish")]
     #[schemars(extend("default" = "1h"), length(max = 32), regex(pattern = DURATION_PATTERN))]
-    pub pre_publish: Duration,
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2160h')").message("prePublish must be at most 2160h (90 days)"))]
+    pub pre_publish: GoDuration,
 
     /// How long a retired key stays published after it stopped signing; at least the longest
-    /// token lifetime. Default 24h.
-    #[serde(default = "default_grace_period")]
+    /// token lifetime. Default 24h, at most 8760h (a year).
+    #[serde(default = "RotationSpec::default_grace_period")]
     #[schemars(extend("default" = "24h"), length(max = 32), regex(pattern = DURATION_PATTERN))]
-    pub grace_period: Duration,
+    #[x_kube(validation = Rule::new("duration(self) <= duration('8760h')").message("gracePeriod must be at most 8760h (a year)"))]
+    pub grace_period: GoDuration,
 }
 
-/// Go duration syntax without a sign: one or more number+unit pairs, e.g. `90m`, `1h30m`.
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+impl RotationSpec {
+    pub const DEFAULT_PRE_PUBLISH: std::time::Duration = std::time::Duration::from_secs(3600);
+    pub const DEFAULT_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    /// The bounds the schema enforces (NIST SP 800-57 puts a signing key's cryptoperiod at one
+    /// to three years; a year of grace covers any sane token lifetime). The operator checks them
+    /// again for objects stored before the schema did.
+    pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(26_280 * 3600);
+    pub const MAX_PRE_PUBLISH: std::time::Duration = std::time::Duration::from_secs(2_160 * 3600);
+    pub const MAX_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(8_760 * 3600);
 
-fn default_pre_publish() -> Duration {
-    std::time::Duration::from_secs(3600).into()
+    fn default_pre_publish() -> GoDuration {
+        GoDuration::from_duration(Self::DEFAULT_PRE_PUBLISH)
+    }
+
+    fn default_grace_period() -> GoDuration {
+        GoDuration::from_duration(Self::DEFAULT_GRACE_PERIOD)
+    }
 }
 
-fn default_grace_period() -> Duration {
-    std::time::Duration::from_secs(24 * 3600).into()
+/// No automatic rotation, the default prePublish and gracePeriod: what an absent `rotation`
+/// means.
+impl Default for RotationSpec {
+    fn default() -> Self {
+        RotationSpec {
+            interval: None,
+            pre_publish: Self::default_pre_publish(),
+            grace_period: Self::default_grace_period(),
+        }
+    }
 }
 
 /// Labels and annotations added to the generated Secret.

@@ -113,6 +113,14 @@ pub fn absolute(at: Timestamp) -> String {
 }
 
 /// A duration as a Kubernetes manifest writes it: `720h`, `1h30m`, `90s` → `1m30s`, `1.5s`.
+/// A spec's duration field in canonical Go form, or as written with a note when it is invalid.
+pub fn shown_duration(duration: &jwks_operator::api::GoDuration) -> String {
+    match duration.parse() {
+        Ok(d) => go_duration(d),
+        Err(_) => format!("{duration} (invalid)"),
+    }
+}
+
 pub fn go_duration(duration: std::time::Duration) -> String {
     let seconds = duration.as_secs();
     let millis = duration.subsec_millis();

@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt as _};
 
 use super::CliError;
 use super::cluster::{self, Cluster};
-use super::format::{Table, absolute, due, go_duration, relative};
+use super::format::{Table, absolute, due, relative, shown_duration};
 use super::manual::rotation_of;
 
 /// Which SigningKeys to show.
@@ -104,8 +104,8 @@ pub fn render_detail(key: &SigningKey, now: Timestamp) -> String {
     let rotation = rotation_of(key);
     let schedule = format!(
         "prePublish {}, gracePeriod {}",
-        go_duration(rotation.pre_publish.into()),
-        go_duration(rotation.grace_period.into())
+        shown_duration(&rotation.pre_publish),
+        shown_duration(&rotation.grace_period)
     );
     let status = key.status.as_ref();
     let next = match (
@@ -130,7 +130,7 @@ pub fn render_detail(key: &SigningKey, now: Timestamp) -> String {
         (
             "Rotation",
             match rotation.interval {
-                Some(interval) => format!("every {}, {schedule}", go_duration(interval.into())),
+                Some(interval) => format!("every {}, {schedule}", shown_duration(&interval)),
                 None => format!("manual only, {schedule}"),
             },
         ),

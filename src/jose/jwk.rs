@@ -220,6 +220,12 @@ impl Jwk {
                 algorithm.key_use().name()
             )));
         }
+        // A verifier that honours x5c trusts the certificate's key: it must be this key.
+        if let Some(problem) =
+            certificate_problem(self.x5c.as_deref(), self.x5t_s256.as_deref(), &material)
+        {
+            return Err(Error::MalformedJwk(problem.reason.into()));
+        }
         Ok(PublicKey {
             algorithm,
             material,
@@ -303,6 +309,51 @@ fn certificate_members(der: &[u8]) -> (Option<Vec<String>>, Option<String>) {
         Some(vec![b64::encode_standard(der)]),
         Some(b64::encode(digest::digest(&digest::SHA256, der).as_ref())),
     )
+}
+
+/// Why `x5c`/`x5t#S256` do not belong to the key `material`, if they do not.
+pub(super) struct CertificateProblem {
+    /// The member at fault, as a JSON pointer suffix (`x5c`, `x5c/0`, `x5t#S256`).
+    pub member: &'static str,
+    pub reason: &'static str,
+}
+
+/// Checks that `x5c[0]` is a certificate of `material` and that `x5t#S256` is its SHA-256
+/// (RFC 7517 §4.7, §4.9). Shared by [`Jwk::to_public_key`] and the lint.
+pub(super) fn certificate_problem(
+    x5c: Option<&[String]>,
+    x5t_s256: Option<&str>,
+    material: &PublicMaterial,
+) -> Option<CertificateProblem> {
+    let problem = |member, reason| Some(CertificateProblem { member, reason });
+    let Some(chain) = x5c else {
+        return match x5t_s256 {
+            Some(_) => problem("x5t#S256", "x5t#S256 without x5c"),
+            None => None,
+        };
+    };
+    let Some(first) = chain.first() else {
+        return problem("x5c", "x5c must be a non-empty array of strings");
+    };
+    let Some(der) = b64::decode_standard(first) else {
+        return problem("x5c/0", "not standard (padded) base64 (RFC 7517 §4.7)");
+    };
+    match der::certificate_spki(&der) {
+        Ok(spki) if spki == material.to_spki_der() => {}
+        Ok(_) => {
+            return problem(
+                "x5c/0",
+                "the certificate's public key differs from the JWK's",
+            );
+        }
+        Err(_) => return problem("x5c/0", "x5c[0] is not a DER X.509 certificate"),
+    }
+    match x5t_s256 {
+        Some(x5t) if x5t != b64::encode(digest::digest(&digest::SHA256, &der).as_ref()) => {
+            problem("x5t#S256", "does not match the SHA-256 of x5c[0]")
+        }
+        _ => None,
+    }
 }
 
 /// Decodes the key members of a JWK of type `kty` (used by [`Jwk::to_public_key`] and the lint).

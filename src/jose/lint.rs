@@ -8,7 +8,7 @@ use serde::Deserialize as _;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{Algorithm, KeyKind, b64, der, public_material, thumbprint};
+use super::{Algorithm, KeyKind, public_material, thumbprint};
 
 /// Nimbus, a common Java verifier, refuses JWK Sets larger than this by default.
 pub const MAX_DOCUMENT_BYTES: usize = 51_200;
@@ -245,47 +245,27 @@ fn lint_certificate(
     material: &super::PublicMaterial,
     findings: &mut Findings,
 ) {
-    let Some(x5c) = key.get("x5c") else {
-        if key.contains_key("x5t#S256") {
-            findings.add(format!("{at}/x5t#S256"), "x5t#S256 without x5c");
-        }
-        return;
+    let x5c = match key.get("x5c") {
+        None => None,
+        Some(value) => match value.as_array().map(|chain| {
+            chain
+                .iter()
+                .map(|c| c.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        }) {
+            Some(Some(chain)) => Some(chain),
+            _ => {
+                findings.add(
+                    format!("{at}/x5c"),
+                    "x5c must be a non-empty array of strings",
+                );
+                return;
+            }
+        },
     };
-    let Some(first) = x5c
-        .as_array()
-        .and_then(|chain| chain.first())
-        .and_then(Value::as_str)
-    else {
-        findings.add(
-            format!("{at}/x5c"),
-            "x5c must be a non-empty array of strings",
-        );
-        return;
-    };
-    let Some(der_bytes) = b64::decode_standard(first) else {
-        findings.add(
-            format!("{at}/x5c/0"),
-            "not standard (padded) base64 (RFC 7517 §4.7)",
-        );
-        return;
-    };
-    match der::certificate_spki(&der_bytes) {
-        Ok(spki) if spki == material.to_spki_der() => {}
-        Ok(_) => findings.add(
-            format!("{at}/x5c/0"),
-            "the certificate's public key differs from the JWK's",
-        ),
-        Err(error) => findings.add(format!("{at}/x5c/0"), error.to_string()),
-    }
-    if let Some(x5t) = key.get("x5t#S256").and_then(Value::as_str) {
-        let expected =
-            b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der_bytes).as_ref());
-        if x5t != expected {
-            findings.add(
-                format!("{at}/x5t#S256"),
-                "does not match the SHA-256 of x5c[0]",
-            );
-        }
+    let x5t = key.get("x5t#S256").and_then(Value::as_str);
+    if let Some(problem) = super::jwk::certificate_problem(x5c.as_deref(), x5t, material) {
+        findings.add(format!("{at}/{}", problem.member), problem.reason);
     }
 }
 

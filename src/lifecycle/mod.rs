@@ -3,6 +3,8 @@
 //! This is where the guarantees G1 (never sign unseen) and G2 (never withdraw early) are kept;
 //! the controller only reads, calls [`plan_rotation`], writes and reports.
 
+#[cfg(test)]
+mod hostile;
 mod plan;
 mod policy;
 mod ring;
@@ -19,5 +21,5 @@ pub use plan::{
     RotationPlan, plan_rotation,
 };
 pub use policy::{Policy, PolicyError, jose_algorithm};
-pub use ring::{KeyRing, RingKey, later};
+pub use ring::{KeyRing, MAX_RING_KEYS, RingKey, later};
 pub use selection::{key_use, label_selector_matches, selects};

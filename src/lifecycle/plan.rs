@@ -2,12 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::KeyState;
+use crate::api::{KeyState, RotationSpec};
 use crate::jose::KeySpec;
 
-use super::ring::later;
+use super::ring::{MAX_RING_KEYS, later};
 use super::{KeyRing, Policy, RingKey};
 
 /// Everything one planning step depends on. Time is a parameter, so tests drive any timeline.
@@ -22,6 +22,10 @@ pub struct RotationInput<'a> {
     /// The kids named by the revoke annotation.
     pub revoke: &'a BTreeSet<String>,
     pub now: Timestamp,
+    /// Whether `now` agrees with the apiserver's clock. When it does not, nothing that waits
+    /// for time to pass happens (no activation of a pending key, no removal after grace): a
+    /// clock that jumped forward must not cut prePublish or gracePeriod short.
+    pub clock_in_sync: bool,
 }
 
 /// What one selecting publication reports: since when it has served each kid.
@@ -57,6 +61,11 @@ pub struct RotationPlan {
     pub next_rotation_at: Option<Timestamp>,
     /// Set while a due activation waits for publications (G1).
     pub blocked: Option<Blocked>,
+    /// Set while a rotation is due but the ring already holds [`MAX_RING_KEYS`]: the active key
+    /// goes on signing until a retired key leaves (at this instant, if one is retired).
+    pub ring_full: Option<Option<Timestamp>>,
+    /// Set when an activation or removal is due but was held because the clock is not in sync.
+    pub held_for_clock: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +130,9 @@ pub struct Blocked {
     pub kid: String,
     /// Selecting publications that do not serve the kid yet.
     pub unserved: Vec<String>,
+    /// Selecting publications whose `publishedAt` for the kid lies in the future: not evidence
+    /// of publication (a forged status or a clock gone wrong); they count as not serving it.
+    pub dated_in_future: Vec<String>,
     /// When the activation will happen if nothing else changes (absent while some publication
     /// has not served the kid).
     pub until: Option<Timestamp>,
@@ -137,9 +149,18 @@ pub fn plan_rotation<E>(
     let mut changes = Vec::new();
 
     revoke(&mut ring, input.revoke, &mut changes);
+    bound_removals(&mut ring, policy);
     drop_lost(&mut ring, now, policy, &mut changes);
     keep_one_active(&mut ring, now, policy, &mut changes);
-    remove_expired(&mut ring, now, &mut changes);
+    let mut held_for_clock = false;
+    if input.clock_in_sync {
+        remove_expired(&mut ring, now, &mut changes);
+    } else {
+        held_for_clock = ring
+            .keys
+            .iter()
+            .any(|k| k.remove_after.is_some_and(|at| at <= now));
+    }
 
     if ring.active().is_none() {
         let (source, reason) = match input.ring.keys.is_empty() {
@@ -164,9 +185,12 @@ pub fn plan_rotation<E>(
 
     let mut blocked = None;
     if let Some(pending) = ring.pending().cloned() {
-        match activation_time(&pending, input.publications, policy) {
-            Ok(at) if at <= now => activate(&mut ring, &pending.kid, now, policy, &mut changes),
+        match activation_time(&pending, input.publications, policy, now) {
+            Ok(at) if at <= now && input.clock_in_sync => {
+                activate(&mut ring, &pending.kid, now, policy, &mut changes)
+            }
             ready => {
+                held_for_clock |= matches!(ready, Ok(at) if at <= now);
                 if now >= later(pending.created_at, policy.pre_publish) {
                     let (unserved, until) = match ready {
                         Ok(at) => (Vec::new(), Some(at)),
@@ -174,6 +198,7 @@ pub fn plan_rotation<E>(
                     };
                     blocked = Some(Blocked {
                         kid: pending.kid.clone(),
+                        dated_in_future: dated_in_future(&pending, input.publications, now),
                         unserved,
                         until,
                     });
@@ -185,6 +210,7 @@ pub fn plan_rotation<E>(
     let request = input
         .rotate_request
         .filter(|r| ring.rotate_token.as_deref() != Some(*r));
+    let mut ring_full = None;
     if let Some(pending) = ring.pending() {
         if let Some(request) = request {
             changes.push(Change::RotationAlreadyPending {
@@ -202,7 +228,11 @@ pub fn plan_rotation<E>(
                 .filter(|due| *due <= now)
                 .map(|_| GenerateReason::Scheduled)
         };
-        if let Some(reason) = reason {
+        let room = ring.keys.len() < MAX_RING_KEYS;
+        if reason.is_some() && !room {
+            ring_full = Some(ring.keys.iter().filter_map(|k| k.remove_after).min());
+        }
+        if let Some(reason) = reason.filter(|_| room) {
             let minted = mint(KeySource::Generate, policy.key_spec)?;
             changes.push(Change::Generated {
                 kid: minted.kid.clone(),
@@ -222,6 +252,8 @@ pub fn plan_rotation<E>(
         wake_at,
         next_rotation_at,
         blocked,
+        ring_full,
+        held_for_clock,
     })
 }
 
@@ -238,6 +270,23 @@ fn revoke(ring: &mut KeyRing, kids: &BTreeSet<String>, changes: &mut Vec<Change>
         }
         !revoked
     });
+}
+
+/// A retired key leaves at its `removeAfter`, which is never later than the longest grace
+/// period allows: a record that says otherwise (damaged or forged) cannot keep a key published
+/// for ever. A retired key without one gets the current grace period.
+fn bound_removals(ring: &mut KeyRing, policy: &Policy) {
+    let longest =
+        SignedDuration::try_from(RotationSpec::MAX_GRACE_PERIOD).unwrap_or(policy.grace_period);
+    for key in &mut ring.keys {
+        if let Some(retired_at) = key.retired_at {
+            let bound = later(retired_at, longest);
+            key.remove_after = Some(match key.remove_after {
+                Some(at) => at.min(bound),
+                None => later(retired_at, policy.grace_period),
+            });
+        }
+    }
 }
 
 /// A key whose private half is gone can never sign. Pending, it never signed: it goes. Active,
@@ -324,13 +373,14 @@ fn activation_time(
     key: &RingKey,
     publications: &[PublicationFacts],
     policy: &Policy,
+    now: Timestamp,
 ) -> Result<Timestamp, Vec<String>> {
     let mut at = later(key.created_at, policy.pre_publish);
     let mut unserved = Vec::new();
     for publication in publications {
         match publication.served_since.get(&key.kid) {
-            Some(since) => at = at.max(later(*since, policy.pre_publish)),
-            None => unserved.push(publication.name.clone()),
+            Some(since) if *since <= now => at = at.max(later(*since, policy.pre_publish)),
+            _ => unserved.push(publication.name.clone()),
         }
     }
     if unserved.is_empty() {
@@ -338,6 +388,23 @@ fn activation_time(
     } else {
         Err(unserved)
     }
+}
+
+/// The publications that claim to have served `key` since an instant after `now`.
+fn dated_in_future(
+    key: &RingKey,
+    publications: &[PublicationFacts],
+    now: Timestamp,
+) -> Vec<String> {
+    publications
+        .iter()
+        .filter(|p| {
+            p.served_since
+                .get(&key.kid)
+                .is_some_and(|since| *since > now)
+        })
+        .map(|p| p.name.clone())
+        .collect()
 }
 
 /// The successor is generated `prePublish` before the active key's interval ends, so that it can
@@ -357,7 +424,7 @@ fn schedule(
 ) -> (Option<Timestamp>, Option<Timestamp>) {
     let removals = ring.keys.iter().filter_map(|k| k.remove_after);
     let (transition, handover) = match (ring.pending(), ring.active()) {
-        (Some(pending), _) => match activation_time(pending, publications, policy) {
+        (Some(pending), _) => match activation_time(pending, publications, policy, now) {
             Ok(at) => (Some(at), Some(at)),
             // Waiting for a publication: its status change wakes the controller. The clock only
             // matters once more, when prePublish has passed and the wait becomes a block.

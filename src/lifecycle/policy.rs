@@ -2,7 +2,7 @@
 
 use k8s_openapi::jiff::SignedDuration;
 
-use crate::api::{self, RotationSpec, SigningKeySpec};
+use crate::api::{self, DurationError, GoDuration, RotationSpec, SigningKeySpec};
 use crate::jose::{self, KeySpec};
 
 /// The spec, resolved into the terms the planner works in.
@@ -27,6 +27,13 @@ pub enum PolicyError {
     KeySize(i32),
     #[error("spec: {0}")]
     Key(#[from] jose::Error),
+    #[error("spec.rotation.interval must be longer than prePublish")]
+    IntervalNotAfterPrePublish,
+    #[error("spec.rotation.{field}: {error}")]
+    Duration {
+        field: &'static str,
+        error: DurationError,
+    },
 }
 
 impl Policy {
@@ -42,17 +49,31 @@ impl Policy {
             key_size,
             spec.curve.map(jose_curve),
         )?;
-        let defaults = RotationSpec {
-            interval: None,
-            pre_publish: std::time::Duration::from_secs(3600).into(),
-            grace_period: std::time::Duration::from_secs(24 * 3600).into(),
-        };
+        let defaults = RotationSpec::default();
         let rotation = spec.rotation.as_ref().unwrap_or(&defaults);
+        let interval = rotation
+            .interval
+            .as_ref()
+            .map(|i| duration("interval", i, RotationSpec::MAX_INTERVAL))
+            .transpose()?;
+        let pre_publish = duration(
+            "prePublish",
+            &rotation.pre_publish,
+            RotationSpec::MAX_PRE_PUBLISH,
+        )?;
+        let grace_period = duration(
+            "gracePeriod",
+            &rotation.grace_period,
+            RotationSpec::MAX_GRACE_PERIOD,
+        )?;
+        if interval.is_some_and(|i| i <= pre_publish) {
+            return Err(PolicyError::IntervalNotAfterPrePublish);
+        }
         Ok(Policy {
             key_spec,
-            interval: rotation.interval.map(signed),
-            pre_publish: signed(rotation.pre_publish),
-            grace_period: signed(rotation.grace_period),
+            interval,
+            pre_publish,
+            grace_period,
             explicit_shape: spec.key_size.is_some() || spec.curve.is_some(),
             import: spec.import_from.is_some(),
         })
@@ -65,9 +86,16 @@ impl Policy {
     }
 }
 
-fn signed(duration: kube::core::Duration) -> SignedDuration {
-    let duration: std::time::Duration = duration.into();
-    SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
+/// A duration field within its bound (the schema's, checked again for objects stored before it).
+fn duration(
+    field: &'static str,
+    value: &GoDuration,
+    max: std::time::Duration,
+) -> Result<SignedDuration, PolicyError> {
+    let error = |error| PolicyError::Duration { field, error };
+    let parsed = value.parse_at_most(max).map_err(error)?;
+    // Within the bound, the conversion cannot fail: every bound is far below SignedDuration::MAX.
+    Ok(SignedDuration::try_from(parsed).unwrap_or(SignedDuration::MAX))
 }
 
 pub fn jose_algorithm(algorithm: api::Algorithm) -> jose::Algorithm {
@@ -157,6 +185,43 @@ mod tests {
         assert!(explicit.accepts(rsa(2048)));
         let es = KeySpec::new(jose::Algorithm::Es256, None, None).unwrap();
         assert!(!implicit.accepts(es), "another algorithm always rotates");
+    }
+
+    #[test]
+    fn absurd_durations_that_bypassed_admission_are_refused_with_the_field() {
+        let cases = [
+            (
+                "{interval: 720h, prePublish: 1h, gracePeriod: 99999999999999999999h}",
+                "spec.rotation.gracePeriod: \"99999999999999999999h\" is longer than any duration can be (about 292 years)",
+            ),
+            (
+                "{interval: 720h, gracePeriod: 8761h}",
+                "spec.rotation.gracePeriod: \"8761h\" is longer than the 8760h this field allows",
+            ),
+            (
+                "{interval: 26281h}",
+                "spec.rotation.interval: \"26281h\" is longer than the 26280h this field allows",
+            ),
+            (
+                "{interval: 9000h, prePublish: 2161h}",
+                "spec.rotation.prePublish: \"2161h\" is longer than the 2160h this field allows",
+            ),
+            (
+                "{interval: 1d}",
+                "spec.rotation.interval: \"1d\" is not a duration in Go syntax (e.g. 90m, 1h30m, 720h)",
+            ),
+            (
+                "{interval: 1h, prePublish: 1h}",
+                "spec.rotation.interval must be longer than prePublish",
+            ),
+        ];
+        for (rotation, message) in cases {
+            let error = Policy::from_spec(&spec(&format!(
+                "{{algorithm: ES256, rotation: {rotation}}}"
+            )))
+            .unwrap_err();
+            assert_eq!(error.to_string(), message, "{rotation}");
+        }
     }
 
     #[test]

@@ -57,6 +57,12 @@ impl KeyRing {
     }
 }
 
+/// The most keys one ring holds. A worst-case key (RSA-4096 with a certificate) takes about
+/// 5 KiB of `keyring.jwks` and 2.5 KiB of status, so 64 keep the Secret under 400 KiB (the
+/// object limit is 1 MiB) and a SigningKey's status under 200 KiB. A schedule that would grow
+/// the ring past it (a short interval with a long grace period) waits for a retired key to leave.
+pub const MAX_RING_KEYS: usize = 64;
+
 /// `t + d`, saturating at the end of time (a duration this large only comes from a huge spec).
 pub fn later(t: Timestamp, d: SignedDuration) -> Timestamp {
     t.saturating_add(d).unwrap_or(Timestamp::MAX)

@@ -148,6 +148,7 @@ fn activation_waits_for_every_selecting_publication() {
     assert_eq!(
         plan.blocked,
         Some(Blocked {
+            dated_in_future: vec![],
             kid: "k2".into(),
             unserved: vec!["partner".into()],
             until: None
@@ -427,6 +428,7 @@ fn a_failed_mint_aborts_the_step() {
         rotate_request: None,
         revoke: &Default::default(),
         now: t(0),
+        clock_in_sync: true,
     };
     let result = plan_rotation(input, |_, _| Err::<Minted, _>("import source missing"));
     assert_eq!(result, Err("import source missing"));

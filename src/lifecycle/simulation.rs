@@ -152,6 +152,7 @@ impl World {
             rotate_request: self.rotate_request.as_deref(),
             revoke: &self.revoke,
             now: self.now,
+            clock_in_sync: true,
         };
         let mint = &mut self.mint;
         plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap()

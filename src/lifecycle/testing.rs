@@ -52,6 +52,7 @@ pub struct Step<'a> {
     pub publications: Vec<PublicationFacts>,
     pub rotate_request: Option<&'a str>,
     pub revoke: BTreeSet<String>,
+    pub clock_in_sync: bool,
 }
 
 impl<'a> Step<'a> {
@@ -61,6 +62,7 @@ impl<'a> Step<'a> {
             publications: Vec::new(),
             rotate_request: None,
             revoke: BTreeSet::new(),
+            clock_in_sync: true,
         }
     }
 
@@ -72,6 +74,7 @@ impl<'a> Step<'a> {
             rotate_request: self.rotate_request,
             revoke: &self.revoke,
             now,
+            clock_in_sync: self.clock_in_sync,
         };
         super::plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap()
     }

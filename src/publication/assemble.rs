@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use crate::api::{JwksPublication, SigningKey};
+use crate::api::{JwksPublication, JwksPublicationSpec, RotationSpec, SigningKey};
 use crate::jose::{self, Jwk};
 use crate::lifecycle::selects;
 
@@ -40,7 +40,14 @@ pub fn assemble(publication: &JwksPublication, keys: &[SigningKey]) -> Assembled
         published: Published {
             jwks,
             discovery,
-            max_age_seconds: std::time::Duration::from(publication.spec.cache_max_age).as_secs(),
+            // An invalid value (stored before the schema bounded it) is reported by the
+            // controller; the documents still carry a sane lifetime meanwhile.
+            max_age_seconds: publication
+                .spec
+                .cache_max_age
+                .parse_at_most(JwksPublicationSpec::MAX_CACHE_MAX_AGE)
+                .unwrap_or(JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE)
+                .as_secs(),
         },
         kids: published.keys().cloned().collect(),
         sources,
@@ -95,8 +102,10 @@ pub fn smallest_pre_publish(
             k.spec
                 .rotation
                 .as_ref()
-                .map(|r| std::time::Duration::from(r.pre_publish))
-                .unwrap_or(std::time::Duration::from_secs(3600))
+                .map_or(Ok(RotationSpec::DEFAULT_PRE_PUBLISH), |r| {
+                    r.pre_publish.parse()
+                })
+                .unwrap_or(RotationSpec::DEFAULT_PRE_PUBLISH)
         })
         .min()
 }

@@ -138,7 +138,11 @@ pub async fn reconcile(
             assembled.published.jwks.len()
         ));
     }
-    let max_age = std::time::Duration::from(publication.spec.cache_max_age);
+    let max_age = publication
+        .spec
+        .cache_max_age
+        .parse_at_most(crate::api::JwksPublicationSpec::MAX_CACHE_MAX_AGE)
+        .unwrap_or(crate::api::JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE);
     if let Some(pre_publish) = smallest_pre_publish(&publication, &keys)
         && max_age > pre_publish
     {

@@ -152,6 +152,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         rotate_request: key.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
         revoke: &revoke,
         now,
+        clock_in_sync: true,
     };
     // Generating an RSA key takes up to a second of CPU: keep it off the async workers.
     let planned = tokio::task::block_in_place(|| {
@@ -250,11 +251,12 @@ fn ownership_problem(key: &SigningKey, secret: Option<&Secret>) -> Option<Proble
         .find(|r| r.controller == Some(true));
     let ours = match controller {
         Some(owner) => Some(owner.uid.as_str()) == uid,
-        // An orphaned Secret of ours (its SigningKey was deleted with --cascade=orphan) is
-        // adopted; anything else is someone else's.
+        // A Secret of ours that lost its owner reference is adopted only with proof that it
+        // was made for this SigningKey (its UID in the lifecycle): labels and annotations can be
+        // forged by anyone who may create Secrets, the UID cannot be known in advance.
         None => {
             secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
-                && secret.annotations().contains_key(LIFECYCLE_ANNOTATION)
+                && stored::made_for(secret, key)
         }
     };
     (!ours).then(|| Problem {

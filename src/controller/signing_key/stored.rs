@@ -101,6 +101,10 @@ struct Lifecycle {
     keys: Vec<Record>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotate_token: Option<String>,
+    /// The UID of the SigningKey this Secret was made for: the proof an orphaned Secret needs
+    /// to be adopted (a Secret pre-created under the name a SigningKey will use cannot know it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key_uid: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,13 +191,16 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
     let mut public = BTreeMap::new();
     for record in records {
         let held = private.get(&record.kid).cloned();
+        // A held key's public half is derived from its private half, never taken from a record.
+        // One whose private half is gone stays published only if it was published: the status
+        // (written by the operator alone) must list it. A record's own copy must agree with it,
+        // so a public JWK planted in the lifecycle annotation is never published.
         let jwk = match &held {
             Some(jwk) => Some(jwk.to_public_jwk()),
-            None => record.public_jwk.clone().or_else(|| {
-                published
-                    .get(record.kid.as_str())
-                    .and_then(|k| serde_json::from_value(k.public_jwk.clone().into()).ok())
-            }),
+            None => published
+                .get(record.kid.as_str())
+                .and_then(|k| serde_json::from_value::<Jwk>(k.public_jwk.clone().into()).ok())
+                .filter(|jwk| record.public_jwk.as_ref().is_none_or(|own| own == jwk)),
         };
         let Some((jwk, spec)) = jwk.and_then(|jwk| checked_public(jwk, &record.kid)) else {
             damage.push(Damage::Unrecoverable { kid: record.kid });
@@ -228,10 +235,23 @@ fn read_lifecycle(secret: &Secret, damage: &mut Vec<Damage>) -> Option<Lifecycle
         .map_err(|e| {
             damage.push(Damage::Unreadable {
                 item: format!("annotation {LIFECYCLE_ANNOTATION}"),
-                reason: e.to_string(),
+                reason: json_problem(&e),
             })
         })
         .ok()
+}
+
+/// What is wrong with a JSON document read from the Secret, without quoting it: serde's own
+/// messages quote the offending value, which in `keyring.jwks` is private key material (G3).
+fn json_problem(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match error.classify() {
+        Category::Io => "cannot be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "is JSON of the wrong shape",
+        Category::Eof => "is truncated JSON",
+    };
+    format!("{what} (line {}, column {})", error.line(), error.column())
 }
 
 /// The held private keys: each `keyring.jwks` entry that is a valid key whose thumbprint is the
@@ -255,7 +275,7 @@ fn read_keyring(
         Err(e) => {
             damage.push(Damage::Unreadable {
                 item: KEYRING.into(),
-                reason: e.to_string(),
+                reason: json_problem(&e),
             });
             return BTreeMap::new();
         }
@@ -367,6 +387,7 @@ pub fn build_secret(
             })
             .collect(),
         rotate_token: ring.rotate_token.clone(),
+        signing_key_uid: key.uid(),
     };
     let lifecycle =
         jose::canonical_json(&lifecycle).map_err(|e| jose::Error::Rejected(e.to_string()))?;
@@ -390,6 +411,16 @@ pub fn build_secret(
         data: Some(data),
         ..Secret::default()
     })
+}
+
+/// Whether `secret`'s lifecycle says it was made for this very SigningKey (same UID).
+pub fn made_for(secret: &Secret, key: &SigningKey) -> bool {
+    let recorded = secret
+        .annotations()
+        .get(LIFECYCLE_ANNOTATION)
+        .and_then(|text| serde_json::from_str::<Lifecycle>(text).ok())
+        .and_then(|lifecycle| lifecycle.signing_key_uid);
+    recorded.is_some() && recorded == key.uid()
 }
 
 pub fn secret_name(key: &SigningKey) -> String {
