@@ -204,9 +204,9 @@ fn several_replicas_without_leader_election_are_refused() {
 fn rbac_grants_exactly_what_the_operator_does() {
     let expected = json!([
         {"apiGroups": ["jwks-operator.io"], "resources": ["signingkeys", "jwkspublications"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["jwks-operator.io"], "resources": ["signingkeys/status", "jwkspublications/status"], "verbs": ["get", "patch", "update"]},
+        {"apiGroups": ["jwks-operator.io"], "resources": ["signingkeys/status", "jwkspublications/status"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -405,6 +405,8 @@ async fn cluster_wide_install_is_accepted_and_grants_least_privilege() {
         can.assert(false, "update", "secrets", ns).await;
         can.assert(true, "patch", "signingkeys.jwks-operator.io/status", ns)
             .await;
+        can.assert(false, "update", "signingkeys.jwks-operator.io/status", ns)
+            .await;
         can.assert(
             true,
             "patch",
@@ -421,7 +423,7 @@ async fn cluster_wide_install_is_accepted_and_grants_least_privilege() {
         can.assert(true, "create", "events.events.k8s.io", ns).await;
         can.assert(true, "patch", "events.events.k8s.io", ns).await;
         can.assert(false, "create", "events", ns).await; // core/v1 Events: not used
-        can.assert(false, "delete", "configmaps", ns).await;
+        can.assert(true, "delete", "configmaps", ns).await; // stale ConfigMaps after a rename
         can.assert(true, "delete", "deployments.apps", ns).await;
         can.assert(true, "delete", "services", ns).await;
         can.assert(false, "list", "pods", ns).await;

@@ -30,6 +30,25 @@ pub const ROTATE_ANNOTATION: &str = "jwks-operator.io/rotate";
 /// SigningKey annotation: comma-separated kids to withdraw from every JWKS at once.
 pub const REVOKE_ANNOTATION: &str = "jwks-operator.io/revoke";
 
+/// Annotation on a Secret named by a SigningKey's `spec.importFrom`: the names of the SigningKeys
+/// (comma-separated, same namespace) that may import its private key. Without it, no import.
+pub const IMPORT_CONSENT_ANNOTATION: &str = "jwks-operator.io/import-to";
+
+/// The kids a SigningKey's revoke annotation names (comma-separated, blanks ignored).
+pub fn revoked_kids(key: &SigningKey) -> std::collections::BTreeSet<String> {
+    use kube::ResourceExt;
+    key.annotations()
+        .get(REVOKE_ANNOTATION)
+        .map(|kids| {
+            kids.split(',')
+                .map(str::trim)
+                .filter(|kid| !kid.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every CRD this operator serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![SigningKey::crd(), JwksPublication::crd()];

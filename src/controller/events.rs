@@ -108,7 +108,10 @@ impl EventRecorder {
             event_time: Some(MicroTime(now)),
             action: Some(event.action.clone()),
             reason: Some(event.reason.clone()),
-            note: event.note.clone(),
+            note: event
+                .note
+                .clone()
+                .map(|n| super::bounded(n, super::MAX_MESSAGE_BYTES)),
             type_: Some(type_.into()),
             regarding: Some(regarding.clone()),
             related: event.secondary.clone(),

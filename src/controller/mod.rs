@@ -1,6 +1,7 @@
 //! The I/O shell: controllers that read what they need, call the pure core, apply the result
 //! with server-side apply and report through status and events.
 
+pub mod clock;
 mod events;
 pub mod leadership;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub struct Context {
     /// The image the JWKS server Deployments run (this operator's own image).
     pub server_image: String,
     pub metrics: Arc<metrics::OperatorMetrics>,
+    pub clock: clock::ApiClock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum Error {
     Encode(#[from] crate::jose::Error),
     #[error("{0} has no namespace")]
     NotNamespaced(String),
+    #[error(transparent)]
+    Clock(#[from] clock::ClockError),
 }
 
 impl Error {
@@ -71,10 +75,28 @@ pub fn condition(
         type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
-        message,
+        message: bounded(message, MAX_MESSAGE_BYTES),
         observed_generation: generation,
         last_transition_time: transition,
     }
+}
+
+/// Condition messages and event notes are cut at this many bytes: they are read by far more
+/// people than the objects they describe, and an event note may not exceed 1 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// `text`, cut at a character boundary to at most `max` bytes (with `…` when cut).
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 /// Which namespaces the operator manages.
@@ -120,6 +142,7 @@ pub async fn run(
             FIELD_MANAGER.into(),
             settings.instance,
         ),
+        clock: clock::ApiClock::new(client.clone()),
         client: client.clone(),
         server_image: settings.server_image,
         metrics,

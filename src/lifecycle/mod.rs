@@ -18,7 +18,7 @@ mod testing;
 
 pub use plan::{
     Blocked, Change, GenerateReason, KeySource, Minted, PublicationFacts, RotationInput,
-    RotationPlan, plan_rotation,
+    RotationPlan, plan_revocation, plan_rotation,
 };
 pub use policy::{Policy, PolicyError, jose_algorithm};
 pub use ring::{KeyRing, MAX_RING_KEYS, RingKey, later};

@@ -257,6 +257,24 @@ pub fn plan_rotation<E>(
     })
 }
 
+/// Only the revocations, for when nothing else can be planned (an invalid spec, a Secret that
+/// is not ours, a key that cannot be generated): revocation always wins. No key is generated,
+/// so the ring may be left without an active key.
+pub fn plan_revocation(ring: &KeyRing, kids: &BTreeSet<String>) -> RotationPlan {
+    let mut ring = ring.clone();
+    let mut changes = Vec::new();
+    revoke(&mut ring, kids, &mut changes);
+    RotationPlan {
+        ring,
+        changes,
+        wake_at: None,
+        next_rotation_at: None,
+        blocked: None,
+        ring_full: None,
+        held_for_clock: false,
+    }
+}
+
 /// Revoked kids leave the ring at once, whatever their state (the operator's explicit override
 /// of G2).
 fn revoke(ring: &mut KeyRing, kids: &BTreeSet<String>, changes: &mut Vec<Change>) {

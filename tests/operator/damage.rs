@@ -420,7 +420,28 @@ async fn missing_then_provided_import_source_is_adopted_as_the_first_key() {
             .public_key()
             .to_jwk()
             .kid;
-    world.create_secret("legacy", "tls.key", pem).await;
+    world.create_secret("legacy", "tls.key", pem.clone()).await;
+    let refused = world
+        .wait_status("imported", "the import refused without consent", |s| {
+            condition(s, "Ready").is_some_and(|c| c.message.contains("does not consent"))
+        })
+        .await;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(
+        message.contains("jwks-operator.io/import-to=imported") && !message.contains("tls.key"),
+        "names the opt-in, not the source's data keys: {message}"
+    );
+    assert!(
+        active(&refused).is_none(),
+        "nothing imported without consent"
+    );
+    let consent =
+        json!({"metadata": {"annotations": {"jwks-operator.io/import-to": "other, imported"}}});
+    world
+        .secrets
+        .patch("legacy", &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .unwrap();
     let adopted = world
         .wait_status("imported", "the imported key active", |s| {
             active(s).is_some()
@@ -456,10 +477,11 @@ async fn unreadable_import_source_is_reported_in_one_line() {
         ],
     );
     world
-        .create_secret(
+        .create_import_source(
             "encrypted",
             "key",
             std::fs::read(dir.join("enc.pem")).unwrap(),
+            "enc",
         )
         .await;
     world
@@ -500,10 +522,11 @@ async fn certificate_and_import_publish_a_consistent_x5c_and_nothing_private_lea
         ],
     );
     world
-        .create_secret(
+        .create_import_source(
             "source",
             "tls.key",
             std::fs::read(dir.join("key.pem")).unwrap(),
+            "certified",
         )
         .await;
     world

@@ -104,6 +104,24 @@ impl World {
             .unwrap();
     }
 
+    /// A Secret holding a key to import, consenting to `signing_key` importing it.
+    pub async fn create_import_source(
+        &self,
+        name: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        signing_key: &str,
+    ) {
+        self.create_secret(name, key, bytes).await;
+        let consent = json!({"metadata": {"annotations": {
+            jwks_operator::api::IMPORT_CONSENT_ANNOTATION: signing_key
+        }}});
+        self.secrets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&consent))
+            .await
+            .unwrap();
+    }
+
     pub async fn annotate(&self, name: &str, annotation: &str, value: &str) {
         let patch = json!({"metadata": {"annotations": {annotation: value}}});
         self.keys

@@ -1,6 +1,8 @@
 //! The SigningKey controller: read (the SigningKey, its Secret, the publications that select
 //! it) → plan ([`plan_rotation`]) → apply (Secret first, then status) → report (events).
 
+#[cfg(test)]
+mod hostile_tests;
 mod mint;
 mod report;
 mod stored;
@@ -10,12 +12,11 @@ pub use stored::{
     SIGNING_KEY_LABEL,
 };
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -24,9 +25,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::api::{JwksPublication, REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey};
+use crate::api::{
+    IMPORT_CONSENT_ANNOTATION, JwksPublication, ROTATE_ANNOTATION, SigningKey, revoked_kids,
+};
 use crate::lifecycle::{
-    Change, Policy, PublicationFacts, RotationInput, RotationPlan, plan_rotation, selects,
+    Change, Policy, PublicationFacts, RotationInput, RotationPlan, plan_revocation, plan_rotation,
+    selects,
 };
 
 use super::metrics::{KeyObservation, ObjectLabels};
@@ -39,6 +43,10 @@ const CONTROLLER: &str = "signingkey";
 /// While a problem only the user can fix persists (an unreadable import source, a Secret that
 /// belongs to someone else), look again this often: those sources are not watched.
 const PROBLEM_RETRY: Duration = Duration::from_secs(10);
+
+/// The longest requeue: a transition years away is looked at again hourly (the runtime's timer
+/// wheel refuses delays beyond about two years, and a clock may be corrected meanwhile).
+const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 /// The controller: SigningKeys, their Secrets (metadata only, so private bytes are never
 /// cached) and every JwksPublication (a publication serving a kid can unblock an activation).
@@ -119,20 +127,11 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
     };
     let publications = publication_facts(client, &namespace, &key).await?;
     let import = match (&key.spec.import_from, recovered.ring.keys.is_empty()) {
-        (Some(source), true) => Some(read_import(&secrets, source).await),
+        (Some(source), true) => Some(read_import(&secrets, source, &key.name_any()).await),
         _ => None,
     };
-    let revoke: BTreeSet<String> = key
-        .annotations()
-        .get(REVOKE_ANNOTATION)
-        .map(|kids| {
-            kids.split(',')
-                .map(str::trim)
-                .filter(|kid| !kid.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let revoke = revoked_kids(&key);
+    let clock = context.clock.read().await?;
     let mut mint = KeyMint {
         certificate: key.spec.certificate.as_ref(),
         import,
@@ -152,7 +151,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         rotate_request: key.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
         revoke: &revoke,
         now,
-        clock_in_sync: true,
+        clock_in_sync: clock.in_sync(),
     };
     // Generating an RSA key takes up to a second of CPU: keep it off the async workers.
     let planned = tokio::task::block_in_place(|| {
@@ -184,6 +183,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         damage: &recovered.damage,
         problem: None,
         now,
+        clock_skew: clock.skew,
     };
     write_status(&keys, &key, build_status(&outcome)).await?;
     publish_events(&context, &key, &outcome).await;
@@ -217,9 +217,13 @@ async fn publication_facts(
         .collect())
 }
 
+/// The import source's PEM, if its Secret consents to this SigningKey reading it: being allowed
+/// to create a SigningKey must not be a way to copy a key one may not read (an ingress's
+/// `tls.key`, say). The Secret's owner opts in with [`IMPORT_CONSENT_ANNOTATION`].
 async fn read_import(
     secrets: &Api<Secret>,
     source: &crate::api::ImportFrom,
+    signing_key: &str,
 ) -> Result<Vec<u8>, Problem> {
     let name = format!("Secret {}", source.secret_name);
     let secret = secrets
@@ -227,18 +231,23 @@ async fn read_import(
         .await
         .map_err(|e| import_failed(&name, e.to_string()))?
         .ok_or_else(|| import_failed(&name, "the Secret does not exist".into()))?;
-    let data = secret.data.unwrap_or_default();
-    match data.get(&source.key) {
-        Some(bytes) => Ok(bytes.0.clone()),
-        None => Err(import_failed(
+    let consents = secret
+        .annotations()
+        .get(IMPORT_CONSENT_ANNOTATION)
+        .is_some_and(|names| names.split(',').any(|n| n.trim() == signing_key));
+    if !consents {
+        return Err(import_failed(
             &name,
             format!(
-                "it has no key {:?} (it has: {})",
-                source.key,
-                data.keys().cloned().collect::<Vec<_>>().join(", ")
+                "the Secret does not consent: annotate it with {IMPORT_CONSENT_ANNOTATION}={signing_key} to let this SigningKey import its key"
             ),
-        )),
+        ));
     }
+    // Which data keys the Secret has is not said: only its readers may know.
+    let data = secret.data.unwrap_or_default();
+    data.get(&source.key)
+        .map(|bytes| bytes.0.clone())
+        .ok_or_else(|| import_failed(&name, format!("it has no data key {:?}", source.key)))
 }
 
 /// A Secret of that name that this SigningKey does not control is never touched.
@@ -363,20 +372,33 @@ async fn report_problem(
         message = problem.message,
         "cannot reconcile"
     );
-    let recovered = if problem.reason == "SecretConflict" {
-        stored::recover(None, key.status.as_ref())
-    } else {
-        stored::recover(secret, key.status.as_ref())
-    };
+    let ours = problem.reason != "SecretConflict";
+    let recovered = stored::recover(secret.filter(|_| ours), key.status.as_ref());
+    // Revocation always wins: even when nothing can be planned, revoked kids leave the Secret
+    // (when it is ours) and the status, and with it every JWKS.
+    let revocation = plan_revocation(&recovered.ring, &revoked_kids(key));
+    if ours
+        && let Some(secret) = secret
+        && !revocation.changes.is_empty()
+    {
+        let desired =
+            stored::build_secret(key, &revocation.ring, &recovered.private, &recovered.public)?;
+        let secrets = Api::namespaced(
+            context.client.clone(),
+            &secret.namespace().unwrap_or_default(),
+        );
+        write_secret(&secrets, Some(secret), desired).await?;
+    }
     let outcome = Outcome {
         key,
         secret_name: stored::secret_name(key),
-        ring: &recovered.ring,
+        ring: &revocation.ring,
         public: &recovered.public,
-        plan: None,
+        plan: Some(&revocation).filter(|r| !r.changes.is_empty()),
         damage: &[],
         problem: Some(&problem),
         now,
+        clock_skew: SignedDuration::ZERO,
     };
     write_status(keys, key, build_status(&outcome)).await?;
     publish_events(context, key, &outcome).await;
@@ -412,13 +434,18 @@ fn log_plan(key: &SigningKey, plan: &RotationPlan) {
     }
 }
 
-/// Requeue exactly when the next transition is due; otherwise only a change wakes us.
+/// Requeue exactly when the next transition is due (at most [`LONGEST_SLEEP`] away); otherwise
+/// only a change wakes us.
 fn wake_up(plan: &RotationPlan) -> Action {
+    if plan.held_for_clock {
+        return Action::requeue(PROBLEM_RETRY);
+    }
     match plan.wake_at {
         Some(at) => {
             // From the clock now, not from the start of this reconcile: its writes took time.
             let delay = at.duration_since(Timestamp::now());
-            Action::requeue(Duration::try_from(delay).unwrap_or(Duration::ZERO))
+            let delay = Duration::try_from(delay).unwrap_or(Duration::ZERO);
+            Action::requeue(delay.min(LONGEST_SLEEP))
         }
         None => Action::await_change(),
     }

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 
 use crate::api::{KeyState, KeyStatus, SigningKey, SigningKeyStatus};
 use crate::jose::Jwk;
-use crate::lifecycle::{Blocked, Change, GenerateReason, KeyRing, RotationPlan};
+use crate::lifecycle::{Blocked, Change, GenerateReason, KeyRing, MAX_RING_KEYS, RotationPlan};
 
 use super::stored::Damage;
 
@@ -33,6 +33,8 @@ pub struct Outcome<'a> {
     pub damage: &'a [Damage],
     pub problem: Option<&'a Problem>,
     pub now: Timestamp,
+    /// This process's clock minus the apiserver's, as last measured.
+    pub clock_skew: SignedDuration,
 }
 
 pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
@@ -98,7 +100,7 @@ fn ready(outcome: &Outcome<'_>) -> ConditionParts {
 }
 
 fn rotating(outcome: &Outcome<'_>) -> ConditionParts {
-    let Some(plan) = outcome.plan else {
+    let Some(plan) = outcome.plan.filter(|_| outcome.problem.is_none()) else {
         return (
             "Rotating",
             "Unknown",
@@ -106,6 +108,9 @@ fn rotating(outcome: &Outcome<'_>) -> ConditionParts {
             "see the Degraded condition".into(),
         );
     };
+    if plan.held_for_clock {
+        return ("Rotating", "True", "ClockSkew", clock_message(outcome));
+    }
     if let Some(blocked) = &plan.blocked {
         return (
             "Rotating",
@@ -113,6 +118,9 @@ fn rotating(outcome: &Outcome<'_>) -> ConditionParts {
             "RotationBlocked",
             blocked_message(blocked),
         );
+    }
+    if let Some(until) = plan.ring_full {
+        return ("Rotating", "True", "KeyRingFull", ring_full_message(until));
     }
     match (outcome.ring.pending(), plan.next_rotation_at) {
         (Some(pending), Some(at)) => (
@@ -200,10 +208,36 @@ fn damage_message(damage: &[Damage]) -> String {
     format!("repaired: {}", items.join("; "))
 }
 
+fn clock_message(outcome: &Outcome<'_>) -> String {
+    format!(
+        "this operator's clock differs from the apiserver's by {:.1}s (more than {}s): key activations and removals wait until they agree",
+        outcome.clock_skew.as_secs_f64(),
+        super::super::clock::MAX_CLOCK_SKEW.as_secs()
+    )
+}
+
+fn ring_full_message(until: Option<Timestamp>) -> String {
+    let when = match until {
+        Some(at) => format!("; the next one leaves at {at}"),
+        None => String::new(),
+    };
+    format!(
+        "a rotation is due but the key ring already holds {MAX_RING_KEYS} keys, the most one Secret keeps; the active key goes on signing until a retired key leaves{when} (shorten rotation.gracePeriod or lengthen rotation.interval)"
+    )
+}
+
 fn blocked_message(blocked: &Blocked) -> String {
+    let future = if blocked.dated_in_future.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} report(s) a publishedAt in the future, which is not evidence of publication",
+            blocked.dated_in_future.join(", ")
+        )
+    };
     match blocked.until {
         None => format!(
-            "key {} waits for {} to publish it (G1: it signs prePublish after every selecting JWKS serves it)",
+            "key {} waits for {} to publish it (G1: it signs prePublish after every selecting JWKS serves it){future}",
             blocked.kid,
             blocked.unserved.join(", ")
         ),
@@ -248,18 +282,16 @@ pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
         event.secondary = Some(key_reference(outcome, change.kid()));
         events.push(event);
     }
-    let was_blocked = outcome
+    let previous_reason = outcome
         .key
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Rotating"))
-        .is_some_and(|c| c.reason == "RotationBlocked");
-    if let (Some(blocked), false) = (&plan.blocked, was_blocked) {
-        events.push(warning(
-            "RotationBlocked",
-            "Activate",
-            blocked_message(blocked),
-        ));
+        .map(|c| c.reason.as_str());
+    let (_, _, reason, message) = rotating(outcome);
+    let warned = ["RotationBlocked", "KeyRingFull", "ClockSkew"];
+    if warned.contains(&reason) && previous_reason != Some(reason) {
+        events.push(warning(reason, "Activate", message));
     }
     events
 }

@@ -155,6 +155,8 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
     }
     let lifecycle = lifecycle.unwrap_or_default();
 
+    let recorded: std::collections::BTreeSet<String> =
+        lifecycle.keys.iter().map(|r| r.kid.clone()).collect();
     let mut records: Vec<Record> = lifecycle.keys.clone();
     for key in published.values() {
         if !records.iter().any(|r| r.kid == key.kid) {
@@ -192,15 +194,19 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
     for record in records {
         let held = private.get(&record.kid).cloned();
         // A held key's public half is derived from its private half, never taken from a record.
-        // One whose private half is gone stays published only if it was published: the status
-        // (written by the operator alone) must list it. A record's own copy must agree with it,
-        // so a public JWK planted in the lifecycle annotation is never published.
+        // One whose private half is gone stays published only with two witnesses: the Secret's
+        // lifecycle records it, and the status (written by the operator alone) lists it with
+        // the same JWK — so neither a record planted in the annotation nor a key planted in the
+        // status is ever published. Only when the whole Secret is gone is the status alone
+        // believed (what was published stays published, G2).
+        let witnessed = secret.is_none() || recorded.contains(record.kid.as_str());
         let jwk = match &held {
             Some(jwk) => Some(jwk.to_public_jwk()),
-            None => published
+            None if witnessed => published
                 .get(record.kid.as_str())
                 .and_then(|k| serde_json::from_value::<Jwk>(k.public_jwk.clone().into()).ok())
                 .filter(|jwk| record.public_jwk.as_ref().is_none_or(|own| own == jwk)),
+            None => None,
         };
         let Some((jwk, spec)) = jwk.and_then(|jwk| checked_public(jwk, &record.kid)) else {
             damage.push(Damage::Unrecoverable { kid: record.kid });
