@@ -119,7 +119,8 @@ fn parse_go(text: &str) -> Result<Duration, DurationError> {
         // The fraction contributes less than one unit: only its leading digits can matter.
         let mut numerator: u128 = 0;
         let mut denominator: u128 = 1;
-        for digit in fraction.bytes().take(30) {
+        // 18 digits: below a nanosecond even for hours, and numerator × scale fits in u128.
+        for digit in fraction.bytes().take(18) {
             numerator = numerator * 10 + u128::from(digit - b'0');
             denominator *= 10;
         }

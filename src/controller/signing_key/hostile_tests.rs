@@ -280,8 +280,12 @@ fn plant_record(secret: &mut Secret, foreign: &PrivateJwk, with_public: bool) {
         .metadata
         .annotations
         .get_or_insert_with(BTreeMap::new);
-    let mut lifecycle: serde_json::Value =
-        serde_json::from_str(&annotations[LIFECYCLE_ANNOTATION]).unwrap();
+    // Over a lifecycle an earlier damage truncated, the planter writes a whole new one.
+    let mut lifecycle: serde_json::Value = annotations
+        .get(LIFECYCLE_ANNOTATION)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .filter(|l: &serde_json::Value| l["keys"].is_array())
+        .unwrap_or_else(|| json!({"keys": []}));
     let mut record = json!({
         "kid": foreign.kid,
         "createdAt": "2026-01-01T00:00:00Z",
