@@ -1,7 +1,7 @@
 //! `jwks-operator serve` as a process: the HTTP contract (status codes, caching, CORS, no
 //! redirects), hot reload through the kubelet's atomic `..data` swap under load, TLS with
-//! certificate reload, request limits, graceful shutdown, and the `--configmap` source against
-//! the real test apiserver.
+//! certificate reload, request and connection limits, graceful shutdown, and the `--configmap`
+//! source against the real test apiserver.
 
 mod support;
 
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -25,7 +26,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use support::{ChildProcess, Pending, TIMEOUT, wait_for};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, RootCertStore};
 
@@ -463,6 +464,83 @@ async fn oversized_request_headers_are_refused() {
     );
 }
 
+/// A client that pipelines requests and never reads the answers is disconnected once the server
+/// has waited the write timeout for it to take a byte.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_disconnected_after_the_write_timeout() {
+    let server = Server::start_with(&published(&jwks_document(4), None, 60)).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.address).await.unwrap();
+    let pipelined = format!("GET {JWKS} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(1_000);
+    let started = Instant::now();
+    // Writes succeed until the kernel's buffers are full of answers and then of requests the
+    // server no longer reads; then they wait, and fail once the server closes the connection.
+    let error = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Err(error) = stream.write_all(pipelined.as_bytes()).await {
+                break error;
+            }
+        }
+    })
+    .await
+    .expect("the server closes the connection");
+    assert!(
+        started.elapsed() >= jwks_operator::server::WRITE_TIMEOUT,
+        "closed after {:?} ({error})",
+        started.elapsed()
+    );
+}
+
+/// Clients that hold connections without reading cannot lock others out: more connections than
+/// the cap pipeline requests and never read an answer, and a new client is still answered at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_pipeline_and_never_read_do_not_lock_out_a_new_client() {
+    const STALLED: usize = 1_100;
+    const { assert!(STALLED > jwks_operator::server::MAX_CONNECTIONS) };
+    // This process holds the stalled clients, and the server (which inherits the limit) as many.
+    allow_open_files(STALLED as u64 + 500);
+    let server = Server::start_with(&published(&jwks_document(4), None, 60)).await;
+    let pipelined = format!("GET {JWKS} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(100);
+    let mut stalled = Vec::with_capacity(STALLED);
+    tokio::time::timeout(TIMEOUT, async {
+        for _ in 0..STALLED {
+            let socket = TcpSocket::new_v4().unwrap();
+            // A small receive window: the answers back up after a few responses.
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut stream = socket.connect(server.address).await.unwrap();
+            stream.write_all(pipelined.as_bytes()).await.unwrap();
+            stalled.push(stream);
+        }
+    })
+    .await
+    .expect("the stalling clients connect and send their requests");
+
+    let request = format!("GET {JWKS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let response = tokio::time::timeout(
+        Duration::from_secs(2),
+        raw_exchange(server.address, request.as_bytes()),
+    )
+    .await
+    .expect("a new client is answered within 2 s");
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let scrape = tokio::time::timeout(
+        Duration::from_secs(2),
+        raw_exchange(server.address, request),
+    )
+    .await
+    .expect("a scrape is answered within 2 s");
+    let open = metric(&scrape, "jwks_server_open_connections");
+    assert!(
+        (1.0..=jwks_operator::server::MAX_CONNECTIONS as f64).contains(&open),
+        "open connections: {open}"
+    );
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let mut server = Server::start_with(&published(&jwks_document(1), None, 60)).await;
@@ -833,6 +911,33 @@ async fn raw_exchange(address: SocketAddr, request: &[u8]) -> String {
     let mut response = Vec::new();
     let _ = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut response)).await;
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Raises this process's soft limit on open files to at least `needed` (processes it starts
+/// inherit it), or fails the test when the hard limit is lower.
+fn allow_open_files(needed: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let fields: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open-files limit")
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    let limit = |value: &str| value.parse::<u64>().unwrap_or(u64::MAX);
+    if limit(soft) >= needed {
+        return;
+    }
+    assert!(
+        limit(hard) >= needed,
+        "this test needs {needed} open files; the hard limit is {hard}"
+    );
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--nofile={needed}:{hard}"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit: {status}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 //! reference-counted values out of it.
 
 mod content;
+pub mod limits;
 mod metrics;
 mod routes;
 mod source;
@@ -23,7 +24,10 @@ use kube::Client;
 
 pub use routes::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
 pub use tls::{TlsError, TlsFiles};
-pub use transport::{DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES};
+pub use transport::{
+    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES,
+    WRITE_TIMEOUT,
+};
 
 use content::ContentStore;
 use metrics::ServerMetrics;

@@ -1,6 +1,7 @@
-//! Connections: accepted (bounded in number) and handed to worker threads; optional TLS
-//! handshake; HTTP/1.1 with bounded request heads and a header read timeout; graceful shutdown
-//! that drains in-flight requests.
+//! Connections: accepted under a cap that sheds the stalest connections rather than make a new
+//! client wait, and handed to worker threads; optional TLS handshake; HTTP/1.1 with bounded
+//! request heads, a header read timeout, a write timeout and an idle timeout (see
+//! [`super::limits`] for why these); graceful shutdown that drains in-flight requests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,26 +12,47 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::ServerState;
+use super::limits::{ConnectionCap, ConnectionLimits, Slot, WatchedStream};
 
 /// The request line and headers must fit in this (hyper's smallest buffer); a larger request
 /// head is answered 431 and the connection closed.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
-/// Time allowed to send a complete request head; it also closes keep-alive connections idle
-/// this long (slow-loris and idle-connection bound).
+/// Time allowed to send a complete request head; hyper restarts it when a keep-alive connection
+/// goes idle, so it also closes keep-alive connections idle this long (slow-loris bound).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// No byte moving either way for this long closes a connection in any state, not only while
+/// hyper waits for a request head; as long as the header timeout, since no state of an honest
+/// client is quieter than waiting for its next request.
+pub const IDLE_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
+/// A response the peer takes no byte of for this long closes the connection, so a client that
+/// never reads (say, one pipelining requests without reading the answers) holds its connection
+/// this long at most. The kernel buffers whole responses (a JWKS is a few KiB), so a write waits
+/// at all only when the peer has stopped reading or its network has stalled; the header timeout
+/// already allows an honest client 10 s of silence.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Further connections wait in the kernel's accept queue.
+/// Open connections, a bound on the buffers and file descriptors clients can make the server
+/// hold. Verifiers fetch the JWKS rarely and briefly, so this many at once means a burst or an
+/// attack, not load; at the cap, accepting a new connection closes the ones that have gone
+/// longest without moving a byte (a few at a time), so holding connections open never locks new
+/// clients out.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: MAX_CONNECTIONS,
+    header_read_timeout: HEADER_READ_TIMEOUT,
+    idle_timeout: IDLE_TIMEOUT,
+    write_timeout: WRITE_TIMEOUT,
+    max_request_head_bytes: MAX_REQUEST_HEAD_BYTES,
+};
 
 /// Serves connections from `listener` on `workers` threads until `shutdown` resolves; then stops
 /// accepting, lets in-flight requests finish (idle keep-alive connections close at once) for at
@@ -47,13 +69,8 @@ pub async fn serve_connections(
     workers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
-        .keep_alive(true);
     let shared = Arc::new(Shared {
-        http,
+        http: LIMITS.http1(),
         tls,
         state,
         stop: watch::channel(false).0,
@@ -68,28 +85,19 @@ pub async fn serve_connections(
         )?);
     }
 
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let cap = ConnectionCap::new(LIMITS.max_connections);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
+        // Accept first, then admit: the cap sheds a connection only for a client that is there.
         let stream = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            (stream, _) = cap.accept(|| listener.accept()) => stream,
+        };
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = cap.admit() => slot,
         };
         // Responses are one small write; do not hold them back waiting for ACKs.
         let _ = stream.set_nodelay(true);
@@ -106,17 +114,15 @@ pub async fn serve_connections(
     }
     drop(listener);
 
-    let open = MAX_CONNECTIONS - slots.available_permits();
     tracing::info!(
-        open_connections = open,
+        open_connections = cap.open(),
         "stopped accepting connections; draining"
     );
     shared.stop.send_replace(true);
-    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    match tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all connections closed"),
+    match tokio::time::timeout(DRAIN_TIMEOUT, cap.all_closed()).await {
+        Ok(()) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!(
-            open_connections = MAX_CONNECTIONS - slots.available_permits(),
+            open_connections = cap.open(),
             timeout_seconds = DRAIN_TIMEOUT.as_secs(),
             "connections still busy at the drain deadline; closing them"
         ),
@@ -141,7 +147,7 @@ struct Shared {
 /// open-connection count to decrement when it closes.
 struct Accepted {
     stream: std::net::TcpStream,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
     load: Arc<AtomicUsize>,
 }
 
@@ -174,7 +180,7 @@ impl WorkerHandle {
         })
     }
 
-    fn hand_over(&self, stream: std::net::TcpStream, slot: OwnedSemaphorePermit) {
+    fn hand_over(&self, stream: std::net::TcpStream, slot: Slot) {
         self.load.fetch_add(1, Ordering::Relaxed);
         let accepted = Accepted {
             stream,
@@ -230,20 +236,27 @@ fn run_worker(
     });
 }
 
-/// One client connection; holds its slot until it closes.
+/// One client connection; holds its slot until it closes, and closes when the cap sheds it.
 async fn connection(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted { stream, slot, load } = accepted;
-    let _open = OpenConnection::new(Arc::clone(&shared.state), slot, load);
+    let _open = OpenConnection::new(Arc::clone(&shared.state), load);
     let stream = match TcpStream::from_std(stream) {
-        Ok(stream) => stream,
+        Ok(stream) => slot.watch(stream, &LIMITS),
         Err(error) => {
             tracing::debug!(%error, "cannot register a connection");
             return;
         }
     };
+    tokio::select! {
+        () = serve_stream(stream, &shared) => {}
+        () = slot.shed() => tracing::debug!("connection shed at the connection cap"),
+    }
+}
+
+async fn serve_stream(stream: WatchedStream<TcpStream>, shared: &Shared) {
     let mut stop = shared.stop.subscribe();
     let Some(acceptor) = shared.tls.clone() else {
-        return serve_http(TokioIo::new(stream), &shared, stop).await;
+        return serve_http(TokioIo::new(stream), shared, stop).await;
     };
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
     let stream = tokio::select! {
@@ -260,7 +273,7 @@ async fn connection(accepted: Accepted, shared: Arc<Shared>) {
         },
         () = stopping(&mut stop) => return,
     };
-    serve_http(TokioIo::new(stream), &shared, stop).await;
+    serve_http(TokioIo::new(stream), shared, stop).await;
 }
 
 async fn serve_http<I>(io: I, shared: &Shared, mut stop: watch::Receiver<bool>)
@@ -290,26 +303,17 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// A connection's presence: counted in `jwks_server_open_connections` and in its worker's load,
-/// and holding its slot, until dropped.
+/// A connection's presence: counted in `jwks_server_open_connections` and in its worker's load
+/// until dropped.
 struct OpenConnection {
     state: Arc<ServerState>,
     load: Arc<AtomicUsize>,
-    _slot: OwnedSemaphorePermit,
 }
 
 impl OpenConnection {
-    fn new(
-        state: Arc<ServerState>,
-        slot: OwnedSemaphorePermit,
-        load: Arc<AtomicUsize>,
-    ) -> OpenConnection {
+    fn new(state: Arc<ServerState>, load: Arc<AtomicUsize>) -> OpenConnection {
         state.metrics.connection_opened();
-        OpenConnection {
-            state,
-            load,
-            _slot: slot,
-        }
+        OpenConnection { state, load }
     }
 }
 
