@@ -242,3 +242,27 @@ async fn every_yaml_block_of_the_readme_is_accepted() {
         );
     }
 }
+
+/// What the server-name rule must not refuse: a dotted ConfigMap name while no Service takes it,
+/// and `tlsSecretName: ""`, which GitOps templates render for "no TLS".
+#[tokio::test]
+async fn names_only_the_server_cannot_use_and_an_empty_tls_secret_are_accepted() {
+    let ns = test_namespace().await;
+    let dir = support::new_temp_dir("admission-accepted").unwrap();
+    let cases = [
+        ("dotted", "configMapName: a.b\n  server: {enabled: false}"),
+        ("no-tls", "server: {tlsSecretName: \"\"}"),
+        ("long", &format!("configMapName: {}", "a".repeat(63))),
+    ];
+    for (name, spec) in cases {
+        let manifest = format!(
+            "apiVersion: jwks-operator.io/v1alpha1\nkind: JwksPublication\nmetadata:\n  name: {name}\nspec:\n  selector: {{}}\n  {spec}\n"
+        );
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, &manifest).unwrap();
+        let path = file.to_string_lossy();
+        let out = kubectl(&["create", "--dry-run=server", "-n", &ns.name, "-f", &path]).await;
+        assert!(out.success(), "refused:\n{manifest}\n{}", out.stderr);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

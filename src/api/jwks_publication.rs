@@ -33,6 +33,13 @@ use super::duration::{DURATION_PATTERN, GoDuration};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    // The server's Service and Deployment take the ConfigMap's name, and a Service name is a
+    // DNS-1035 label: `a.b` names a ConfigMap but no Service.
+    validation = Rule::new("!has(self.configMapName) || (has(self.server) && has(self.server.enabled) && !self.server.enabled) || (size(self.configMapName) <= 63 && self.configMapName.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))")
+        .message("configMapName also names the server's Service: with server.enabled it must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)")
+        .field_path(".configMapName"),
+)]
 pub struct JwksPublicationSpec {
     /// Which SigningKeys of this namespace to publish, by label.
     pub selector: LabelSelector,
@@ -44,7 +51,8 @@ pub struct JwksPublicationSpec {
     #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v == u))").message("use must not repeat a value"))]
     pub key_use: Vec<KeyUse>,
 
-    /// Name of the ConfigMap holding jwks.json. Default: <name>-jwks.
+    /// Name of the ConfigMap holding jwks.json, and of the server's Deployment and Service
+    /// (so a DNS-1035 label while the server is enabled). Default: <name>-jwks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
@@ -103,13 +111,23 @@ pub struct ServerSpec {
     #[serde(default = "default_port")]
     #[schemars(range(min = 1024, max = 65535))]
     pub port: i32,
-    /// A kubernetes.io/tls Secret to serve HTTPS with (reloaded on change).
+    /// A kubernetes.io/tls Secret to serve HTTPS with (reloaded on change). Empty or absent:
+    /// plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+        length(max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
     )]
     pub tls_secret_name: Option<String>,
+}
+
+impl ServerSpec {
+    /// The TLS Secret to serve HTTPS with; `""` (what templates render for "none") is no TLS.
+    pub fn tls_secret(&self) -> Option<&str> {
+        self.tls_secret_name
+            .as_deref()
+            .filter(|name| !name.is_empty())
+    }
 }
 
 impl Default for ServerSpec {

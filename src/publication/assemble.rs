@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use crate::api::{JwksPublication, JwksPublicationSpec, RotationSpec, SigningKey};
+use crate::api::{JwksPublication, JwksPublicationSpec, RotationSpec, SigningKey, revoked_kids};
 use crate::jose::{self, Jwk};
 use crate::lifecycle::selects;
 
@@ -13,13 +13,17 @@ use super::{JWKS_PATH, Published};
 /// The JWK Set and discovery document for `publication`, from the public JWKs in the status of
 /// every SigningKey it selects. Only the public members a JWK defines are copied, so nothing
 /// else that may sit in a status (let alone a private member) can reach the JWKS (G3).
+/// Revocation always wins: a kid the SigningKey's revoke annotation names is left out even while
+/// its status still lists it (the SigningKey controller may be unable to plan).
 pub fn assemble(publication: &JwksPublication, keys: &[SigningKey]) -> Assembled {
     let mut published: BTreeMap<String, Jwk> = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut sources = Vec::new();
     for key in keys.iter().filter(|k| selects(publication, k)) {
         sources.push(key.metadata.name.clone().unwrap_or_default());
-        for status in key.status.iter().flat_map(|s| &s.keys) {
+        let revoked = revoked_kids(key);
+        let statuses = key.status.iter().flat_map(|s| &s.keys);
+        for status in statuses.filter(|s| !revoked.contains(&s.kid)) {
             match checked_jwk(&status.public_jwk, &status.kid) {
                 Some(jwk) => {
                     published.entry(jwk.kid.clone()).or_insert(jwk);
@@ -247,5 +251,30 @@ mod tests {
         );
         assert_eq!(discovery["subject_types_supported"], json!(["public"]));
         assert_eq!(discovery["response_types_supported"], json!(["id_token"]));
+    }
+
+    #[test]
+    fn revoked_kids_are_left_out_even_while_a_status_lists_them() {
+        let (a, b, c) = (
+            public_jwk(Algorithm::Es256),
+            public_jwk(Algorithm::Es256),
+            public_jwk(Algorithm::EdDsa),
+        );
+        let kid = |jwk: &serde_json::Map<String, serde_json::Value>| {
+            jwk["kid"].as_str().unwrap().to_owned()
+        };
+        let mut key = signing_key("k", "ES256", "main", &[a.clone(), b.clone()]);
+        key.metadata.annotations = Some(
+            [(
+                crate::api::REVOKE_ANNOTATION.to_string(),
+                format!(" {} ,, unknown", kid(&a)),
+            )]
+            .into(),
+        );
+        let other = signing_key("o", "EdDSA", "main", std::slice::from_ref(&c));
+        let assembled = assemble(&publication(&["sig"], None), &[key, other]);
+        assert_eq!(assembled.kids, BTreeSet::from([kid(&b), kid(&c)]));
+        assert!(!assembled.published.jwks.contains(&kid(&a)));
+        assert!(assembled.skipped.is_empty(), "revoked is not invalid");
     }
 }

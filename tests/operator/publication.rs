@@ -6,6 +6,7 @@ use jwks_operator::jose;
 use jwks_operator::publication::strong_etag;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -47,6 +48,48 @@ impl World {
     pub fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.ns.client.clone(), &self.ns.name)
     }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.ns.client.clone(), &self.ns.name)
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.ns.client.clone(), &self.ns.name)
+    }
+
+    /// Waits until the publication's condition `type_` has `reason`; returns the status.
+    pub async fn wait_reason(
+        &self,
+        name: &str,
+        type_: &'static str,
+        reason: &'static str,
+    ) -> JwksPublicationStatus {
+        self.wait_publication(name, &format!("{type_} {reason}"), move |s| {
+            publication_condition(s, type_).is_some_and(|c| c.reason == reason)
+        })
+        .await
+    }
+}
+
+/// Creates `object` (a manifest) through `api`.
+async fn create<K>(api: &Api<K>, object: Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap()
+}
+
+/// The kids in a ConfigMap's `jwks.json`.
+fn kids_in(config_map: &ConfigMap) -> Vec<String> {
+    let data = config_map.data.clone().unwrap_or_default();
+    let set: Value = serde_json::from_str(&data["jwks.json"]).unwrap();
+    set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn publication_condition<'a>(
@@ -585,4 +628,409 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("restricted"), "{error}");
+}
+
+/// A publication named `a.b` defaults its objects to `a.b-jwks`: a ConfigMap may have that
+/// name, a Service may not. The ConfigMap is published; the server is a condition and an event,
+/// not a write the apiserver refuses on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still_published() {
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    world
+        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    let kid = world.active_kid("k").await;
+    world
+        .create_publication("a.b", json!({"selector": {"matchLabels": main}}))
+        .await;
+    let status = world
+        .wait_reason("a.b", "ServerAvailable", "InvalidName")
+        .await;
+    let server = publication_condition(&status, "ServerAvailable").unwrap();
+    assert_eq!(server.status, "False");
+    assert!(
+        server.message.contains("\"a.b-jwks\"") && server.message.contains("DNS-1035"),
+        "{}",
+        server.message
+    );
+    let ready = publication_condition(&status, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidName")
+    );
+    assert_eq!(
+        publication_condition(&status, "Published").unwrap().status,
+        "True"
+    );
+    assert_eq!(kids(&status), [kid.as_str()]);
+    assert_eq!(status.url, None, "no server, no URL");
+    let config_map = world.config_maps().get("a.b-jwks").await.unwrap();
+    assert_eq!(kids_in(&config_map), [kid]);
+    assert!(
+        world
+            .deployments()
+            .get_opt("a.b-jwks")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let note = world.wait_event("a.b", "InvalidName").await;
+    assert!(note.contains("a.b-jwks"), "{note}");
+    let log = world.operator.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("reconcile failed") && l.contains("\"a.b\"")),
+        "the publication's reconcile failed:\n{log}"
+    );
+}
+
+/// A Service or Deployment of the server's name that the publication does not control is never
+/// applied over: a condition and an event name it, and the ConfigMap is still published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_server_objects_are_never_taken_over() {
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    world
+        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    let kid = world.active_kid("k").await;
+    let service = create(
+        &world.services(),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc-jwks"},
+               "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let deployment = create(
+        &world.deployments(),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dep-jwks"},
+               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
+                        "template": {"metadata": {"labels": {"app": "theirs"}},
+                                     "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
+    )
+    .await;
+    for name in ["svc", "dep"] {
+        world
+            .create_publication(name, json!({"selector": {"matchLabels": main}}))
+            .await;
+    }
+    for (name, foreign) in [("svc", "Service svc-jwks"), ("dep", "Deployment dep-jwks")] {
+        let status = world
+            .wait_reason(name, "ServerAvailable", "ServerConflict")
+            .await;
+        let server = publication_condition(&status, "ServerAvailable").unwrap();
+        assert!(
+            server
+                .message
+                .starts_with(&format!("{foreign} exists and is not managed")),
+            "{}",
+            server.message
+        );
+        assert_eq!(
+            publication_condition(&status, "Ready").unwrap().reason,
+            "ServerConflict"
+        );
+        assert_eq!(kids(&status), [kid.as_str()], "the ConfigMap is published");
+        assert_eq!(status.url, None);
+        let config_map = world
+            .config_maps()
+            .get(&format!("{name}-jwks"))
+            .await
+            .unwrap();
+        assert_eq!(kids_in(&config_map), [kid.as_str()]);
+        let note = world.wait_event(name, "ServerConflict").await;
+        assert!(note.contains(foreign), "{note}");
+    }
+    let after = world.services().get("svc-jwks").await.unwrap();
+    assert_eq!(after.resource_version(), service.resource_version());
+    assert!(after.owner_references().is_empty());
+    let after = world.deployments().get("dep-jwks").await.unwrap();
+    assert_eq!(after.resource_version(), deployment.resource_version());
+    assert!(after.owner_references().is_empty());
+    assert!(
+        world
+            .deployments()
+            .get_opt("svc-jwks")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        world
+            .services()
+            .get_opt("dep-jwks")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A ConfigMap of that name that is someone else's: no server is pointed at it, and the status
+/// claims nothing it holds (its kids would otherwise count as published for G1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    let foreign = create(
+        &world.config_maps(),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "main-jwks"},
+               "data": {"jwks.json": r#"{"keys":[{"kid":"foreign-kid","kty":"oct"}]}"#}}),
+    )
+    .await;
+    world
+        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    world.active_kid("k").await;
+    world
+        .create_publication("main", json!({"selector": {"matchLabels": main}}))
+        .await;
+    let status = world
+        .wait_reason("main", "Published", "ConfigMapConflict")
+        .await;
+    assert!(status.keys.is_empty(), "claims {:?}", status.keys);
+    assert_eq!(status.etag, None);
+    assert_eq!(status.url, None);
+    let server = publication_condition(&status, "ServerAvailable").unwrap();
+    assert_eq!(
+        (server.status.as_str(), server.reason.as_str()),
+        ("False", "ConfigMapConflict")
+    );
+    assert!(
+        world
+            .deployments()
+            .get_opt("main-jwks")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        world
+            .services()
+            .get_opt("main-jwks")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = world.config_maps().get("main-jwks").await.unwrap();
+    assert_eq!(after.resource_version(), foreign.resource_version());
+    world.wait_event("main", "ConfigMapConflict").await;
+}
+
+/// Writers never go backwards: a ConfigMap write carries the resourceVersion it was planned
+/// from, so a writer that read the ConfigMap before the operator moved it on is refused (409)
+/// and the newer content stays; a create that finds the ConfigMap exists is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    world
+        .create_publication(
+            "main",
+            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
+        )
+        .await;
+    world
+        .create_key("a", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    let a = world.active_kid("a").await;
+    let wanted = a.clone();
+    world
+        .wait_publication("main", "a published", move |s| kids(s) == [wanted.clone()])
+        .await;
+    let stale = world.config_maps().get("main-jwks").await.unwrap();
+
+    world
+        .create_key("b", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    let b = world.active_kid("b").await;
+    let wanted = b.clone();
+    let newer = world
+        .wait_publication("main", "b published", move |s| kids(s).contains(&wanted))
+        .await;
+    let b_since = newer
+        .keys
+        .iter()
+        .find(|k| k.kid == b)
+        .unwrap()
+        .published_at
+        .clone();
+
+    let desired = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: stale.metadata.name.clone(),
+            labels: stale.metadata.labels.clone(),
+            owner_references: stale.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        data: stale.data.clone(),
+        ..ConfigMap::default()
+    };
+    let config_maps = world.config_maps();
+    let write = jwks_operator::controller::publication::write_config_map;
+    for (what, observed) in [("a stale update", Some(&stale)), ("a create", None)] {
+        let error = write(&config_maps, observed, desired.clone())
+            .await
+            .expect_err(what);
+        assert!(error.is_conflict(), "{what}: {error}");
+    }
+    let current = world.config_maps().get("main-jwks").await.unwrap();
+    assert!(kids_in(&current).contains(&b), "b survives");
+    let status = world
+        .publications()
+        .get("main")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let kept = status.keys.iter().find(|k| k.kid == b).unwrap();
+    assert_eq!(kept.published_at, b_since, "b's publishedAt is kept");
+}
+
+/// Renaming the ConfigMap removes what the publication owned under the old name: left behind,
+/// it would go on serving frozen content, revoked keys included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_service() {
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    world
+        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    let kid = world.active_kid("k").await;
+    world
+        .create_publication("main", json!({"selector": {"matchLabels": main}}))
+        .await;
+    let old = wait_for(TIMEOUT, "the ConfigMap, Deployment and Service", || async {
+        let cm = world.config_maps().get_opt("main-jwks").await?;
+        let deployment = world.deployments().get_opt("main-jwks").await?;
+        let service = world.services().get_opt("main-jwks").await?;
+        match (cm, deployment, service) {
+            (Some(c), Some(d), Some(s)) => {
+                Ok((c.uid().unwrap(), d.uid().unwrap(), s.uid().unwrap()))
+            }
+            _ => Err("not yet".into()),
+        }
+    })
+    .await;
+
+    let rename = json!({"spec": {"configMapName": "renamed"}});
+    world
+        .publications()
+        .patch("main", &PatchParams::default(), &Patch::Merge(&rename))
+        .await
+        .unwrap();
+    support::wait_deleted(&world.config_maps(), "main-jwks", &old.0, TIMEOUT).await;
+    support::wait_deleted(&world.deployments(), "main-jwks", &old.1, TIMEOUT).await;
+    support::wait_deleted(&world.services(), "main-jwks", &old.2, TIMEOUT).await;
+    let status = world
+        .wait_publication("main", "the new URL", |s| {
+            s.url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("http://renamed."))
+        })
+        .await;
+    assert_eq!(kids(&status), [kid.as_str()]);
+    assert_eq!(
+        kids_in(&world.config_maps().get("renamed").await.unwrap()),
+        [kid]
+    );
+    world.deployments().get("renamed").await.unwrap();
+    world.services().get("renamed").await.unwrap();
+}
+
+/// Revocation always wins at the publication too: a kid named in the SigningKey's revoke
+/// annotation leaves the ConfigMap even while the SigningKey's status still lists it. Here the
+/// SigningKey is being deleted (held by a finalizer), so its controller leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_kid_leaves_the_config_map_even_while_a_status_lists_it() {
+    let world = World::new().await;
+    let main = json!({"jwks-operator.io/publication": "main"});
+    world
+        .create_publication(
+            "main",
+            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
+        )
+        .await;
+    let held = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    world
+        .create_key("held", main.clone(), json!({"algorithm": "ES256"}))
+        .await;
+    world
+        .keys
+        .patch("held", &PatchParams::default(), &Patch::Merge(&held))
+        .await
+        .unwrap();
+    let kid = world.active_kid("held").await;
+    let wanted = kid.clone();
+    world
+        .wait_publication("main", "the kid published", move |s| {
+            kids(s) == [wanted.clone()]
+        })
+        .await;
+    world
+        .keys
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    world
+        .annotate("held", "jwks-operator.io/revoke", &format!(" {kid} "))
+        .await;
+    world
+        .wait_publication("main", "the revoked kid withdrawn", |s| s.keys.is_empty())
+        .await;
+    let config_map = world.config_maps().get("main-jwks").await.unwrap();
+    assert!(kids_in(&config_map).is_empty(), "{config_map:?}");
+    let key = world.keys.get("held").await.unwrap();
+    assert!(
+        key.status.unwrap().keys.iter().any(|k| k.kid == kid),
+        "the SigningKey's status still lists the kid: the publication withdrew it on its own"
+    );
+
+    let release = json!({"metadata": {"finalizers": null}});
+    world
+        .keys
+        .patch("held", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+}
+
+/// GitOps templates render "no TLS" as an empty string: it is admitted and means plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_tls_secret_name_is_accepted_and_served_over_http() {
+    let world = World::new().await;
+    world
+        .create_publication(
+            "main",
+            json!({"selector": {}, "server": {"tlsSecretName": ""}}),
+        )
+        .await;
+    let status = world
+        .wait_publication("main", "a URL", |s| s.url.is_some())
+        .await;
+    assert_eq!(
+        status.url.unwrap(),
+        format!(
+            "http://main-jwks.{}.svc:8080/.well-known/jwks.json",
+            world.ns.name
+        )
+    );
+    let deployment = world.deployments().get("main-jwks").await.unwrap();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.volumes.unwrap().len(), 1, "no TLS volume");
+    let container = &pod.containers[0];
+    assert!(
+        !container
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("--tls"))
+    );
+    let probe = container.readiness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(probe.scheme.as_deref(), Some("HTTP"));
+    let service = world.services().get("main-jwks").await.unwrap();
+    assert_eq!(
+        service.spec.unwrap().ports.unwrap()[0].name.as_deref(),
+        Some("http")
+    );
 }

@@ -1,7 +1,7 @@
 //! The objects a JwksPublication owns and the status it reports, as pure functions of the
 //! publication and what was assembled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -10,13 +10,16 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, MicroTime, ObjectMeta,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use crate::api::{JwksPublication, JwksPublicationStatus, PublishedKey};
-use crate::publication::{JWKS_PATH, Published};
+use crate::api::{JwksPublication, JwksPublicationSpec, JwksPublicationStatus, PublishedKey};
+use crate::publication::{JWKS_KEY, JWKS_PATH, Published, strong_etag};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "jwks-operator";
@@ -38,6 +41,81 @@ pub fn object_name(publication: &JwksPublication) -> String {
         .unwrap_or_else(|| format!("{}-jwks", publication.name_any()))
 }
 
+/// Why [`object_name`] cannot name what the publication needs: `config_map` when not even the
+/// ConfigMap can bear it; otherwise only the server's Service cannot.
+#[derive(Debug, PartialEq)]
+pub struct NameProblem {
+    pub config_map: bool,
+    pub message: String,
+}
+
+/// Checks [`object_name`] against the apiserver's rules before anything is written, so a name
+/// admitted before the schema refused it (or derived from a dotted `metadata.name`) becomes a
+/// condition instead of a write the apiserver refuses on every retry.
+pub fn check_name(publication: &JwksPublication) -> Option<NameProblem> {
+    let name = object_name(publication);
+    let which = match &publication.spec.config_map_name {
+        Some(_) => format!("spec.configMapName {name:?}"),
+        None => format!("the default name {name:?} (<metadata.name>-jwks)"),
+    };
+    if !is_dns1123_subdomain(&name) {
+        return Some(NameProblem {
+            config_map: true,
+            message: format!(
+                "{which} is not a valid ConfigMap name (lowercase letters, digits, '-' and '.', at most 253 characters); set spec.configMapName"
+            ),
+        });
+    }
+    (publication.spec.server.enabled && !is_dns1035_label(&name)).then(|| NameProblem {
+        config_map: false,
+        message: format!(
+            "{which} cannot name the server's Service: with server.enabled it must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, at most 63 characters); set spec.configMapName or server.enabled: false. The ConfigMap is published; the server is not run"
+        ),
+    })
+}
+
+/// A Service name (RFC 1035 label as Kubernetes restricts it).
+fn is_dns1035_label(name: &str) -> bool {
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A ConfigMap (or Deployment) name: dot-separated RFC 1123 labels, at most 253 characters
+/// (Kubernetes does not limit the labels' length here).
+fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// What the spec holds that the operator cannot use as written (objects stored before the
+/// schema refused it): a condition reason and message. The documents then use the default.
+pub fn spec_problem(publication: &JwksPublication) -> Option<(&'static str, String)> {
+    let max_age = &publication.spec.cache_max_age;
+    max_age
+        .parse_at_most(JwksPublicationSpec::MAX_CACHE_MAX_AGE)
+        .err()
+        .map(|error| {
+            (
+                "InvalidSpec",
+                format!(
+                    "spec.cacheMaxAge: {error}; the documents carry the default max-age of {}s meanwhile",
+                    JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE.as_secs()
+                ),
+            )
+        })
+}
+
 fn metadata(publication: &JwksPublication) -> ObjectMeta {
     ObjectMeta {
         name: Some(object_name(publication)),
@@ -51,16 +129,42 @@ fn metadata(publication: &JwksPublication) -> ObjectMeta {
 fn labels(publication: &JwksPublication) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.into(), MANAGER.into()),
-        (PUBLICATION_NAME_LABEL.into(), publication.name_any()),
+        (PUBLICATION_NAME_LABEL.into(), name_label(publication)),
         ("app.kubernetes.io/name".into(), "jwks-server".into()),
-        ("app.kubernetes.io/instance".into(), publication.name_any()),
+        ("app.kubernetes.io/instance".into(), name_label(publication)),
     ])
+}
+
+/// The label selector that finds every object a publication may own (with the owner reference
+/// UID, which proves it).
+pub fn owned_selector(publication: &JwksPublication) -> String {
+    format!(
+        "{MANAGED_BY_LABEL}={MANAGER},{PUBLICATION_NAME_LABEL}={}",
+        name_label(publication)
+    )
+}
+
+/// The publication's name as a label value: itself when it fits (63 characters), else a prefix
+/// and a hash of the whole, so a long name (valid for the object) still gives valid labels.
+fn name_label(publication: &JwksPublication) -> String {
+    let name = publication.name_any();
+    if name.len() <= 63 {
+        return name;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
+    let hash: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let prefix = name.get(..40).unwrap_or_default();
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}")
 }
 
 fn selector_labels(publication: &JwksPublication) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "jwks-server".into()),
-        ("app.kubernetes.io/instance".into(), publication.name_any()),
+        ("app.kubernetes.io/instance".into(), name_label(publication)),
     ])
 }
 
@@ -109,7 +213,7 @@ pub fn plan_config_map(
         return ConfigMapAction::Refuse(
             "ConfigMapConflict",
             format!(
-                "ConfigMap {name} exists and is not managed by this JwksPublication; set spec.configMapName to another name or delete it"
+                "ConfigMap {name} exists and is not managed by this JwksPublication; nothing is published or served until spec.configMapName names another ConfigMap or that one is deleted"
             ),
         );
     }
@@ -133,17 +237,107 @@ pub fn plan_config_map(
 /// Whether `object` is controlled by `publication` (its controller owner reference).
 pub fn controlled_by<K: Resource>(object: &K, publication: &JwksPublication) -> bool {
     let uid = publication.meta().uid.as_deref();
-    object
-        .owner_references()
+    uid.is_some()
+        && object
+            .owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+}
+
+/// What the status may claim is served: when the ConfigMap is up to date, what was assembled;
+/// otherwise what the ConfigMap holds if it is this publication's (`TooLarge` keeps the previous
+/// content), and nothing when it is someone else's or absent — a foreign ConfigMap's kids must
+/// never count as published (G1).
+pub fn served(
+    publication: &JwksPublication,
+    up_to_date: bool,
+    existing: Option<&ConfigMap>,
+    published: &Published,
+    kids: &BTreeSet<String>,
+) -> (Vec<String>, Option<String>) {
+    if up_to_date {
+        return (
+            kids.iter().cloned().collect(),
+            Some(strong_etag(published.jwks.as_bytes())),
+        );
+    }
+    match existing.filter(|cm| controlled_by(*cm, publication)) {
+        Some(ours) => (
+            kids_in(ours),
+            ours.data
+                .as_ref()
+                .and_then(|d| d.get(JWKS_KEY))
+                .map(|jwks| strong_etag(jwks.as_bytes())),
+        ),
+        None => (Vec::new(), None),
+    }
+}
+
+/// The kids in a ConfigMap's `jwks.json`.
+pub fn kids_in(config_map: &ConfigMap) -> Vec<String> {
+    config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(JWKS_KEY))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|set| {
+            set["keys"].as_array().map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The server objects of that name that are someone else's, named for a condition message:
+/// those are never applied over (G7), and the server is then not run at all.
+pub fn server_conflict(
+    publication: &JwksPublication,
+    deployment: Option<&Deployment>,
+    service: Option<&Service>,
+) -> Option<String> {
+    let name = object_name(publication);
+    let foreign: Vec<String> = [
+        deployment
+            .filter(|d| !controlled_by(*d, publication))
+            .map(|_| format!("Deployment {name}")),
+        service
+            .filter(|s| !controlled_by(*s, publication))
+            .map(|_| format!("Service {name}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!foreign.is_empty()).then(|| {
+        format!(
+            "{} exists and is not managed by this JwksPublication; the server is not run (the ConfigMap is published): set spec.configMapName to another name or delete it",
+            foreign.join(" and ")
+        )
+    })
+}
+
+/// The objects among `objects` this publication controls that are no longer wanted: every one
+/// not named `keep` (a former `configMapName`, or the server while it is not to run). As
+/// `(name, uid)`, for a delete conditional on the UID.
+pub fn unwanted<K: Resource>(
+    publication: &JwksPublication,
+    objects: &[K],
+    keep: Option<&str>,
+) -> Vec<(String, String)> {
+    objects
         .iter()
-        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+        .filter(|o| controlled_by(*o, publication))
+        .filter(|o| o.meta().name.as_deref() != keep)
+        .filter_map(|o| Some((o.meta().name.clone()?, o.meta().uid.clone()?)))
+        .collect()
 }
 
 /// The server: `jwks-operator serve` on the mounted ConfigMap, hardened to the "restricted"
 /// Pod Security Standard.
 pub fn build_deployment(publication: &JwksPublication, image: &str) -> Deployment {
     let server = &publication.spec.server;
-    let tls = server.tls_secret_name.as_ref();
+    let tls = server.tls_secret();
     let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
     let mut args: Vec<String> = [
         "serve",
@@ -187,7 +381,7 @@ pub fn build_deployment(publication: &JwksPublication, image: &str) -> Deploymen
         volumes.push(Volume {
             name: "tls".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
+                secret_name: Some(secret.to_owned()),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -280,7 +474,7 @@ pub fn build_deployment(publication: &JwksPublication, image: &str) -> Deploymen
 
 pub fn build_service(publication: &JwksPublication) -> Service {
     let port = publication.spec.server.port;
-    let name = if publication.spec.server.tls_secret_name.is_some() {
+    let name = if publication.spec.server.tls_secret().is_some() {
         "https"
     } else {
         "http"
@@ -302,22 +496,31 @@ pub fn build_service(publication: &JwksPublication) -> Service {
     }
 }
 
-/// Where clients in the cluster fetch the JWKS, when the server runs.
-pub fn url(publication: &JwksPublication) -> Option<String> {
+/// Where clients in the cluster fetch the JWKS from the server.
+pub fn url(publication: &JwksPublication) -> String {
     let server = &publication.spec.server;
-    server.enabled.then(|| {
-        let scheme = if server.tls_secret_name.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!(
-            "{scheme}://{}.{}.svc:{}{JWKS_PATH}",
-            object_name(publication),
-            publication.namespace().unwrap_or_default(),
-            server.port
-        )
-    })
+    let scheme = if server.tls_secret().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!(
+        "{scheme}://{}.{}.svc:{}{JWKS_PATH}",
+        object_name(publication),
+        publication.namespace().unwrap_or_default(),
+        server.port
+    )
+}
+
+/// What became of the server workload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Server {
+    /// `spec.server.enabled` is false.
+    Disabled,
+    /// Applied: available and desired replicas.
+    Running { available: i32, desired: i32 },
+    /// Enabled but not run, for this reason (a condition reason) and message.
+    NotRun(&'static str, String),
 }
 
 /// The facts the status is made of.
@@ -328,10 +531,11 @@ pub struct Facts<'a> {
     pub etag: Option<String>,
     /// Why the ConfigMap could not be brought up to date, if it could not.
     pub publish_problem: Option<(&'static str, String)>,
+    /// A spec value that cannot be used as written ([`spec_problem`]).
+    pub spec_problem: Option<(&'static str, String)>,
     pub warnings: &'a [String],
     pub sources: usize,
-    /// `None`: server disabled; else available and desired replicas.
-    pub server: Option<(i32, i32)>,
+    pub server: Server,
     pub now: Timestamp,
 }
 
@@ -368,32 +572,37 @@ pub fn build_status(facts: &Facts<'_>) -> JwksPublicationStatus {
             ),
         ),
     };
-    let server = match facts.server {
-        None => (
+    let server = match &facts.server {
+        Server::Disabled => (
             "False",
             "Disabled",
             "spec.server.enabled is false".to_owned(),
         ),
-        Some((available, desired)) if available > 0 => (
+        Server::Running { available, desired } if *available > 0 => (
             "True",
             "Available",
             format!("{available}/{desired} replicas available"),
         ),
-        Some((_, desired)) => (
+        Server::Running { desired, .. } => (
             "False",
             "Unavailable",
             format!("0/{desired} replicas available"),
         ),
+        Server::NotRun(reason, message) => ("False", *reason, message.clone()),
     };
     let ready = if published.0 != "True" {
         ("False", published.1, published.2.clone())
+    } else if let Some((reason, message)) = &facts.spec_problem {
+        ("False", *reason, message.clone())
+    } else if let Server::NotRun(reason, message) = &facts.server {
+        ("False", *reason, message.clone())
     } else if keys.is_empty() {
         (
             "False",
             "NoKeys",
             "no SigningKey with a key selected by spec.selector and spec.use".to_owned(),
         )
-    } else if facts.server.is_some() && server.0 != "True" {
+    } else if matches!(facts.server, Server::Running { .. }) && server.0 != "True" {
         ("False", "ServerUnavailable", server.2.clone())
     } else {
         ("True", "Ready", format!("{} key(s) published", keys.len()))
@@ -411,7 +620,7 @@ pub fn build_status(facts: &Facts<'_>) -> JwksPublicationStatus {
         key_count: Some(i32::try_from(keys.len()).unwrap_or(i32::MAX)),
         keys,
         etag: facts.etag.clone(),
-        url: url(facts.publication),
+        url: matches!(facts.server, Server::Running { .. }).then(|| url(facts.publication)),
         conditions: vec![
             condition("Ready", ready),
             condition("Published", published),
@@ -419,6 +628,42 @@ pub fn build_status(facts: &Facts<'_>) -> JwksPublicationStatus {
         ],
         observed_generation: generation,
     }
+}
+
+/// Condition reasons that call for a Warning event when they appear or their message changes.
+const WARNING_REASONS: [&str; 6] = [
+    "PublishedWithWarnings",
+    "TooLarge",
+    "ConfigMapConflict",
+    "ServerConflict",
+    "InvalidName",
+    "InvalidSpec",
+];
+
+/// A Warning event for each problem the new conditions report that the previous ones did not
+/// (same reason and message), once even when several conditions carry it.
+pub fn warning_events(previous: &[Condition], current: &[Condition]) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::new();
+    for condition in current {
+        let reported_before = previous.iter().any(|p| {
+            p.type_ == condition.type_
+                && p.reason == condition.reason
+                && p.message == condition.message
+        });
+        let repeated = events.iter().any(|e| {
+            e.reason == condition.reason && e.note.as_deref() == Some(condition.message.as_str())
+        });
+        if WARNING_REASONS.contains(&condition.reason.as_str()) && !reported_before && !repeated {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: condition.reason.clone(),
+                note: Some(condition.message.clone()),
+                action: "Publish".into(),
+                secondary: None,
+            });
+        }
+    }
+    events
 }
 
 #[cfg(test)]
@@ -433,6 +678,57 @@ mod tests {
             "spec": {"selector": {}, "server": server},
         }))
         .unwrap()
+    }
+
+    fn named(name: &str, spec: serde_json::Value) -> JwksPublication {
+        let mut spec = spec;
+        spec["selector"] = json!({});
+        serde_json::from_value(json!({
+            "apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
+            "metadata": {"name": name, "namespace": "auth", "uid": "u-1", "generation": 3},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn facts<'a>(
+        publication: &'a JwksPublication,
+        served: &'a [String],
+        server: Server,
+    ) -> Facts<'a> {
+        Facts {
+            publication,
+            served,
+            etag: Some("\"e\"".into()),
+            publish_problem: None,
+            spec_problem: None,
+            warnings: &[],
+            sources: 1,
+            server,
+            now: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn condition_of<'a>(
+        status: &'a JwksPublicationStatus,
+        type_: &str,
+    ) -> (&'a str, &'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    /// An object named `name`, controlled by the publication `uid` (or by nothing).
+    fn object<K: Resource<DynamicType = ()> + Default>(name: &str, controller: Option<&str>) -> K {
+        let mut object = K::default();
+        object.meta_mut().name = Some(name.into());
+        object.meta_mut().uid = Some(format!("uid-of-{name}"));
+        object.meta_mut().resource_version = Some("7".into());
+        if let Some(uid) = controller {
+            let mut owner = named("main", json!({})).controller_owner_ref(&()).unwrap();
+            owner.uid = uid.into();
+            object.meta_mut().owner_references = Some(vec![owner]);
+        }
+        object
     }
 
     fn published(jwks: &str) -> Published {
@@ -496,9 +792,10 @@ mod tests {
             served: &["old-kid".to_string()],
             etag: Some("\"old\"".into()),
             publish_problem: Some(("TooLarge", message)),
+            spec_problem: None,
             warnings: &[],
             sources: 1,
-            server: None,
+            server: Server::Disabled,
             now: Timestamp::UNIX_EPOCH,
         });
         let published = status
@@ -533,9 +830,10 @@ mod tests {
             served: &["a".to_string(), "b".to_string()],
             etag: Some("\"e\"".into()),
             publish_problem: None,
+            spec_problem: None,
             warnings: &[],
             sources: 1,
-            server: None,
+            server: Server::Disabled,
             now,
         });
         assert_eq!(status.keys[0].published_at.0, Timestamp::UNIX_EPOCH);
@@ -588,8 +886,337 @@ mod tests {
         );
         assert_eq!(deployment.metadata.owner_references.unwrap()[0].uid, "u-1");
         assert_eq!(
-            url(&publication).as_deref(),
-            Some("https://main-jwks.auth.svc:8443/.well-known/jwks.json")
+            url(&publication),
+            "https://main-jwks.auth.svc:8443/.well-known/jwks.json"
         );
+    }
+
+    #[test]
+    fn server_names_must_be_dns_1035_labels_while_the_server_runs() {
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        let cases = [
+            // (metadata.name, spec, problem expected, ConfigMap unusable too)
+            ("main", json!({}), false, false),
+            ("main", json!({"configMapName": "jwks-1"}), false, false),
+            ("main", json!({"configMapName": long}), false, false),
+            ("main", json!({"configMapName": too_long}), true, false),
+            ("main", json!({"configMapName": "a.b"}), true, false),
+            ("main", json!({"configMapName": "1jwks"}), true, false),
+            (
+                "main",
+                json!({"configMapName": "a.b", "server": {"enabled": false}}),
+                false,
+                false,
+            ),
+            ("a.b", json!({}), true, false),
+            ("a.b", json!({"server": {"enabled": false}}), false, false),
+            ("main", json!({"configMapName": "Main"}), true, true),
+            (
+                "main",
+                json!({"configMapName": "a..b", "server": {"enabled": false}}),
+                true,
+                true,
+            ),
+            (
+                &"a".repeat(250),
+                json!({"server": {"enabled": false}}),
+                true,
+                true,
+            ),
+        ];
+        for (name, spec, expected, config_map) in cases {
+            let problem = check_name(&named(name, spec.clone()));
+            assert_eq!(problem.is_some(), expected, "{name} {spec}: {problem:?}");
+            if let Some(problem) = problem {
+                assert_eq!(problem.config_map, config_map, "{name} {spec}");
+            }
+        }
+        let explicit = check_name(&named("main", json!({"configMapName": "a.b"}))).unwrap();
+        assert!(
+            explicit
+                .message
+                .starts_with("spec.configMapName \"a.b\" cannot name the server's Service"),
+            "{}",
+            explicit.message
+        );
+        let default = check_name(&named("a.b", json!({}))).unwrap();
+        assert!(
+            default.message.contains("the default name \"a.b-jwks\""),
+            "{}",
+            default.message
+        );
+    }
+
+    #[test]
+    fn a_server_that_cannot_be_named_is_a_condition_and_publishes_no_url() {
+        let publication = named("a.b", json!({}));
+        let message = check_name(&publication).unwrap().message;
+        let served = ["k".to_string()];
+        let status = build_status(&facts(
+            &publication,
+            &served,
+            Server::NotRun("InvalidName", message.clone()),
+        ));
+        assert_eq!(
+            condition_of(&status, "Published").0,
+            "True",
+            "the ConfigMap is published"
+        );
+        assert_eq!(
+            condition_of(&status, "ServerAvailable"),
+            ("False", "InvalidName", message.as_str())
+        );
+        assert_eq!(
+            condition_of(&status, "Ready"),
+            ("False", "InvalidName", message.as_str())
+        );
+        assert_eq!(status.url, None);
+        assert_eq!(status.keys.len(), 1);
+
+        let running = build_status(&facts(
+            &publication,
+            &served,
+            Server::Running {
+                available: 1,
+                desired: 2,
+            },
+        ));
+        assert_eq!(
+            running.url.as_deref(),
+            Some("http://a.b-jwks.auth.svc:8080/.well-known/jwks.json")
+        );
+        assert_eq!(condition_of(&running, "Ready").1, "Ready");
+    }
+
+    #[test]
+    fn an_invalid_cache_max_age_is_a_condition_not_a_silent_default() {
+        assert_eq!(
+            spec_problem(&named("main", json!({"cacheMaxAge": "24h"}))),
+            None
+        );
+        for invalid in ["25h", "soon", ""] {
+            let publication = named("main", json!({"cacheMaxAge": invalid}));
+            let (reason, message) = spec_problem(&publication).unwrap();
+            assert_eq!(reason, "InvalidSpec");
+            assert!(
+                message.starts_with("spec.cacheMaxAge: ") && message.contains("300s"),
+                "{message}"
+            );
+            let served = ["k".to_string()];
+            let mut facts = facts(&publication, &served, Server::Disabled);
+            facts.spec_problem = Some((reason, message.clone()));
+            let status = build_status(&facts);
+            assert_eq!(
+                condition_of(&status, "Ready"),
+                ("False", "InvalidSpec", message.as_str())
+            );
+            assert_eq!(condition_of(&status, "Published").0, "True");
+        }
+    }
+
+    #[test]
+    fn a_foreign_config_map_is_never_reported_as_served() {
+        let publication = publication(json!({}));
+        let content = published(r#"{"keys":[{"kid":"new"}]}"#);
+        let kids = BTreeSet::from(["new".to_string()]);
+        let with_kid = |controller: Option<&str>| {
+            let mut cm: ConfigMap = object("main-jwks", controller);
+            cm.data = Some(BTreeMap::from([(
+                JWKS_KEY.into(),
+                r#"{"keys":[{"kid":"old"}]}"#.into(),
+            )]));
+            cm
+        };
+        let foreign = with_kid(None);
+        assert_eq!(
+            served(&publication, false, Some(&foreign), &content, &kids),
+            (vec![], None)
+        );
+        let other_publication = with_kid(Some("u-2"));
+        assert_eq!(
+            served(
+                &publication,
+                false,
+                Some(&other_publication),
+                &content,
+                &kids
+            ),
+            (vec![], None)
+        );
+        assert_eq!(
+            served(&publication, false, None, &content, &kids),
+            (vec![], None)
+        );
+
+        let ours = with_kid(Some("u-1"));
+        let (kids_now, etag) = served(&publication, false, Some(&ours), &content, &kids);
+        assert_eq!(
+            kids_now,
+            ["old"],
+            "TooLarge: the ConfigMap keeps (and serves) its previous content"
+        );
+        assert_eq!(etag, Some(strong_etag(br#"{"keys":[{"kid":"old"}]}"#)));
+        let (kids_now, etag) = served(&publication, true, Some(&ours), &content, &kids);
+        assert_eq!(kids_now, ["new"]);
+        assert_eq!(etag, Some(strong_etag(content.jwks.as_bytes())));
+    }
+
+    #[test]
+    fn foreign_server_objects_are_a_conflict_naming_them() {
+        let publication = publication(json!({}));
+        let ours_d: Deployment = object("main-jwks", Some("u-1"));
+        let ours_s: Service = object("main-jwks", Some("u-1"));
+        let foreign_s: Service = object("main-jwks", None);
+        let other_d: Deployment = object("main-jwks", Some("u-2"));
+        assert_eq!(server_conflict(&publication, None, None), None);
+        assert_eq!(
+            server_conflict(&publication, Some(&ours_d), Some(&ours_s)),
+            None
+        );
+        let message = server_conflict(&publication, Some(&ours_d), Some(&foreign_s)).unwrap();
+        assert!(
+            message.starts_with("Service main-jwks exists and is not managed"),
+            "{message}"
+        );
+        let message = server_conflict(&publication, Some(&other_d), Some(&foreign_s)).unwrap();
+        assert!(
+            message.starts_with("Deployment main-jwks and Service main-jwks"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn only_owned_objects_under_another_name_are_unwanted() {
+        let publication = publication(json!({}));
+        let objects: Vec<ConfigMap> = vec![
+            object("old-jwks", Some("u-1")),
+            object("main-jwks", Some("u-1")),
+            object("foreign", None),
+            object("other-publication", Some("u-2")),
+        ];
+        assert_eq!(
+            unwanted(&publication, &objects, Some("main-jwks")),
+            [("old-jwks".to_string(), "uid-of-old-jwks".to_string())]
+        );
+        let all_ours: Vec<&str> = unwanted(&publication, &objects, None)
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .map(|n| {
+                if n == "old-jwks" {
+                    "old-jwks"
+                } else {
+                    "main-jwks"
+                }
+            })
+            .collect();
+        assert_eq!(all_ours, ["old-jwks", "main-jwks"]);
+        let mut no_uid = publication.clone();
+        no_uid.metadata.uid = None;
+        assert!(
+            unwanted(&no_uid, &objects, None).is_empty(),
+            "no UID, nothing proven ours"
+        );
+    }
+
+    #[test]
+    fn an_empty_tls_secret_name_serves_plain_http() {
+        let publication = publication(json!({"tlsSecretName": ""}));
+        let deployment = build_deployment(&publication, "example/jwks-operator:1");
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert!(
+            !container
+                .args
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|a| a.starts_with("--tls"))
+        );
+        assert_eq!(pod.volumes.unwrap().len(), 1, "the ConfigMap only");
+        let probe = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.scheme.as_deref(), Some("HTTP"));
+        let service = build_service(&publication).spec.unwrap();
+        assert_eq!(service.ports.unwrap()[0].name.as_deref(), Some("http"));
+        assert_eq!(
+            url(&publication),
+            "http://main-jwks.auth.svc:8080/.well-known/jwks.json"
+        );
+    }
+
+    #[test]
+    fn each_new_problem_is_evented_once() {
+        let at = |type_: &str, reason: &str, message: &str| {
+            super::super::super::condition(
+                &[],
+                Some(1),
+                Timestamp::UNIX_EPOCH,
+                (type_, "False", reason, message.into()),
+            )
+        };
+        let current = [
+            at("Ready", "InvalidName", "m"),
+            at("Published", "UpToDate", "fine"),
+            at("ServerAvailable", "InvalidName", "m"),
+        ];
+        let events = warning_events(&[], &current);
+        assert_eq!(events.len(), 1, "one event for the same problem");
+        assert_eq!(
+            (events[0].reason.as_str(), events[0].note.as_deref()),
+            ("InvalidName", Some("m"))
+        );
+        assert!(matches!(events[0].type_, EventType::Warning));
+        assert!(
+            warning_events(&current, &current).is_empty(),
+            "reported already"
+        );
+        let changed = [at("ServerAvailable", "InvalidName", "other")];
+        assert_eq!(
+            warning_events(&current, &changed).len(),
+            1,
+            "a new message is new"
+        );
+        let fine = [
+            at("ServerAvailable", "Unavailable", "0/2"),
+            at("Ready", "NoKeys", "none"),
+        ];
+        assert!(warning_events(&[], &fine).is_empty());
+    }
+
+    #[test]
+    fn long_publication_names_still_give_valid_labels() {
+        let short = named("main", json!({}));
+        assert_eq!(labels(&short)[PUBLICATION_NAME_LABEL], "main");
+        let name = format!("{}.{}", "a".repeat(39), "b".repeat(100));
+        let long = named(&name, json!({"configMapName": "jwks"}));
+        for value in labels(&long)
+            .values()
+            .chain(selector_labels(&long).values())
+        {
+            assert!(value.len() <= 63, "{value}");
+            assert!(
+                value.starts_with(|c: char| c.is_ascii_alphanumeric()),
+                "{value}"
+            );
+            assert!(
+                value.ends_with(|c: char| c.is_ascii_alphanumeric()),
+                "{value}"
+            );
+        }
+        let other = named(
+            &format!("{}.{}", "a".repeat(39), "c".repeat(100)),
+            json!({}),
+        );
+        assert_ne!(
+            labels(&long)[PUBLICATION_NAME_LABEL],
+            labels(&other)[PUBLICATION_NAME_LABEL]
+        );
+        assert!(owned_selector(&long).ends_with(&labels(&long)[PUBLICATION_NAME_LABEL]));
     }
 }

@@ -11,23 +11,26 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{JwksPublication, SigningKey};
-use crate::publication::{JWKS_KEY, assemble, smallest_pre_publish, strong_etag};
+use crate::publication::{assemble, smallest_pre_publish};
 
 use super::metrics::ObjectLabels;
 use super::{Context, Error, FIELD_MANAGER, Scope};
 use build::{
-    ConfigMapAction, Facts, MANAGED_BY_LABEL, MANAGER, build_deployment, build_service,
-    build_status, controlled_by, plan_config_map,
+    ConfigMapAction, Facts, MANAGED_BY_LABEL, MANAGER, Server, build_deployment, build_service,
+    build_status, check_name, controlled_by, kids_in, owned_selector, plan_config_map, served,
+    server_conflict, spec_problem, unwanted, warning_events,
 };
 
 /// Publications, the objects they own, and every SigningKey (a key's status is the input).
@@ -93,56 +96,56 @@ pub async fn reconcile(
     let keys = keys.list(&ListParams::default()).await?.items;
     let assembled = assemble(&publication, &keys);
     let name = object_name(&publication);
+    let name_problem = check_name(&publication);
 
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let existing = config_maps.get_opt(&name).await?;
     let mut warnings = Vec::new();
     let mut events = Vec::new();
     let mut publish_problem = None;
-    match plan_config_map(&publication, existing.as_ref(), &assembled.published) {
-        ConfigMapAction::Write(desired) => {
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            config_maps
-                .patch(&name, &params, &Patch::Apply(&desired))
-                .await?;
-            let before = existing.as_ref().map(kids_in).unwrap_or_default();
-            events.push(published_event(&before, &assembled.kids));
-            info!(
-                namespace,
-                name = publication.name_any(),
-                keys = assembled.kids.len(),
-                "JWKS published"
-            );
+    let mut existing = None;
+    match &name_problem {
+        Some(problem) if problem.config_map => {
+            publish_problem = Some(("InvalidName", problem.message.clone()));
         }
-        ConfigMapAction::Unchanged => {}
-        ConfigMapAction::Refuse(reason, message) => publish_problem = Some((reason, message)),
+        _ => {
+            existing = config_maps.get_opt(&name).await?;
+            match plan_config_map(&publication, existing.as_ref(), &assembled.published) {
+                ConfigMapAction::Write(desired) => {
+                    write_config_map(&config_maps, existing.as_ref(), *desired).await?;
+                    let before = existing.as_ref().map(kids_in).unwrap_or_default();
+                    events.push(published_event(&before, &assembled.kids));
+                    info!(
+                        namespace,
+                        name = publication.name_any(),
+                        keys = assembled.kids.len(),
+                        "JWKS published"
+                    );
+                }
+                ConfigMapAction::Unchanged => {}
+                ConfigMapAction::Refuse(reason, message) => {
+                    publish_problem = Some((reason, message));
+                }
+            }
+        }
     }
-    let served: Vec<String> = if publish_problem.is_some() {
-        existing.as_ref().map(kids_in).unwrap_or_default()
-    } else {
-        assembled.kids.iter().cloned().collect()
-    };
-    let etag = if publish_problem.is_some() {
-        existing.as_ref().and_then(|cm| {
-            cm.data
-                .as_ref()?
-                .get(JWKS_KEY)
-                .map(|j| strong_etag(j.as_bytes()))
-        })
-    } else {
-        Some(strong_etag(assembled.published.jwks.as_bytes()))
-    };
+    let config_map_ours = publish_problem.is_none()
+        || existing
+            .as_ref()
+            .is_some_and(|cm| controlled_by(cm, &publication));
+    let (served, etag) = served(
+        &publication,
+        publish_problem.is_none(),
+        existing.as_ref(),
+        &assembled.published,
+        &assembled.kids,
+    );
     if assembled.published.jwks.len() > NIMBUS_LIMIT {
         warnings.push(format!(
             "jwks.json is {} bytes: some verifiers (Nimbus JOSE+JWT) refuse sets over {NIMBUS_LIMIT}",
             assembled.published.jwks.len()
         ));
     }
-    let max_age = publication
-        .spec
-        .cache_max_age
-        .parse_at_most(crate::api::JwksPublicationSpec::MAX_CACHE_MAX_AGE)
-        .unwrap_or(crate::api::JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE);
+    let max_age = std::time::Duration::from_secs(assembled.published.max_age_seconds);
     if let Some(pre_publish) = smallest_pre_publish(&publication, &keys)
         && max_age > pre_publish
     {
@@ -159,15 +162,27 @@ pub async fn reconcile(
         ));
     }
 
-    let server = apply_server(client, &namespace, &publication, &context.server_image).await?;
+    let server = match (&name_problem, &publish_problem) {
+        _ if !publication.spec.server.enabled => Server::Disabled,
+        (Some(problem), _) => Server::NotRun("InvalidName", problem.message.clone()),
+        // Never a server on a ConfigMap that is not this publication's (G7).
+        (None, Some((reason, message))) if !config_map_ours => {
+            Server::NotRun(reason, message.clone())
+        }
+        _ => apply_server(client, &namespace, &publication, &context.server_image).await?,
+    };
+    let keep_server = matches!(server, Server::Running { .. }).then_some(name.as_str());
+    remove_unwanted(client, &namespace, &publication, &name, keep_server).await?;
+
     let status = build_status(&Facts {
         publication: &publication,
         served: &served,
         etag,
         publish_problem: publish_problem.clone(),
+        spec_problem: spec_problem(&publication),
         warnings: &warnings,
         sources: assembled.sources.len(),
-        server,
+        server: server.clone(),
         now: Timestamp::now(),
     });
     write_status(&publications, &publication, &status).await?;
@@ -175,35 +190,26 @@ pub async fn reconcile(
         .metrics
         .observe_publication(labels, status.keys.len());
 
-    let previous_warnings = publication
+    let previous = publication
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Published"))
-        .map(|c| c.message.clone());
-    let published_condition = status.conditions.iter().find(|c| c.type_ == "Published");
-    if let Some(condition) = published_condition
-        && condition.reason != "UpToDate"
-        && previous_warnings.as_ref() != Some(&condition.message)
-    {
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: condition.reason.clone(),
-            note: Some(condition.message.clone()),
-            action: "Publish".into(),
-            secondary: None,
-        });
-    }
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    events.extend(warning_events(previous, &status.conditions));
     let reference = publication.object_ref(&());
     for event in events {
         if let Err(error) = context.recorder.publish(&event, &reference).await {
             warn!(namespace, name = publication.name_any(), %error, "cannot publish event");
         }
     }
-    Ok(match publish_problem {
-        // A conflicting ConfigMap is not ours, so not watched: look again.
-        Some(_) => Action::requeue(PROBLEM_RETRY),
+    let conflict = matches!(publish_problem, Some(("ConfigMapConflict", _)))
+        || matches!(server, Server::NotRun("ServerConflict", _));
+    Ok(if conflict {
+        // The conflicting object is not ours, so not watched: look again.
+        Action::requeue(PROBLEM_RETRY)
+    } else {
         // Nothing else changes with time alone: every input is watched.
-        None => Action::await_change(),
+        Action::await_change()
     })
 }
 
@@ -213,22 +219,6 @@ const PROBLEM_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The limit some verifiers put on a JWK Set (jose-interop.md).
 const NIMBUS_LIMIT: usize = 51_200;
-
-fn kids_in(config_map: &ConfigMap) -> Vec<String> {
-    config_map
-        .data
-        .as_ref()
-        .and_then(|d| d.get(JWKS_KEY))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .and_then(|set| {
-            set["keys"].as_array().map(|keys| {
-                keys.iter()
-                    .filter_map(|k| k["kid"].as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
 
 fn published_event(before: &[String], after: &std::collections::BTreeSet<String>) -> Event {
     let added: Vec<&str> = after
@@ -262,48 +252,126 @@ fn published_event(before: &[String], after: &std::collections::BTreeSet<String>
     }
 }
 
-/// Applies (or, when disabled, removes) the server Deployment and Service; returns the
-/// available and desired replicas while enabled.
+/// Writes the publication's ConfigMap on condition that it is still as `observed` was read
+/// (see [`apply_if_unchanged`]): a writer that read an older ConfigMap gets 409 Conflict and
+/// re-plans, so the ConfigMap never goes back to older content.
+pub async fn write_config_map(
+    config_maps: &Api<ConfigMap>,
+    observed: Option<&ConfigMap>,
+    desired: ConfigMap,
+) -> Result<ConfigMap, Error> {
+    apply_if_unchanged(config_maps, observed, desired).await
+}
+
+/// Applies the server Deployment and Service, unless an object of that name is someone else's;
+/// returns what became of the server.
 async fn apply_server(
     client: &kube::Client,
     namespace: &str,
     publication: &JwksPublication,
     image: &str,
-) -> Result<Option<(i32, i32)>, Error> {
+) -> Result<Server, Error> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let name = object_name(publication);
-    if !publication.spec.server.enabled {
-        if let Some(d) = deployments.get_opt(&name).await?
-            && controlled_by(&d, publication)
-        {
-            deployments
-                .delete(&name, &DeleteParams::background())
-                .await?;
-        }
-        if let Some(s) = services.get_opt(&name).await?
-            && controlled_by(&s, publication)
-        {
-            services.delete(&name, &DeleteParams::background()).await?;
-        }
-        return Ok(None);
+    let deployment = deployments.get_opt(&name).await?;
+    let service = services.get_opt(&name).await?;
+    if let Some(message) = server_conflict(publication, deployment.as_ref(), service.as_ref()) {
+        return Ok(Server::NotRun("ServerConflict", message));
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let deployment = deployments
-        .patch(
-            &name,
-            &params,
-            &Patch::Apply(build_deployment(publication, image)),
-        )
-        .await?;
-    services
-        .patch(&name, &params, &Patch::Apply(build_service(publication)))
-        .await?;
+    let desired = build_deployment(publication, image);
+    let deployment = apply_if_unchanged(&deployments, deployment.as_ref(), desired).await?;
+    apply_if_unchanged(&services, service.as_ref(), build_service(publication)).await?;
     let available = deployment
         .status
         .and_then(|s| s.available_replicas)
         .unwrap_or(0);
-    Ok(Some((available, publication.spec.server.replicas)))
+    Ok(Server::Running {
+        available,
+        desired: publication.spec.server.replicas,
+    })
+}
+
+/// A resourceVersion no object ever has (etcd revisions are signed 64-bit numbers).
+const NEVER_A_VERSION: &str = "18446744073709551615";
+
+/// Server-side applies `desired` on condition that the object is still as `observed` was read:
+/// at its resourceVersion, or still absent. An apply carrying a resourceVersion is refused with
+/// 409 Conflict unless the object is at exactly that version, and creates the object when it is
+/// absent (the version is a precondition on updates only); so with [`NEVER_A_VERSION`] it can
+/// only create. A writer that read an older version, or did not see a creation, re-plans with
+/// fresh reads: it never goes backwards and never takes over an object of someone else (G4, G7).
+async fn apply_if_unchanged<K>(
+    api: &Api<K>,
+    observed: Option<&K>,
+    mut desired: K,
+) -> Result<K, Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let version = observed
+        .and_then(|o| o.meta().resource_version.clone())
+        .unwrap_or_else(|| NEVER_A_VERSION.to_owned());
+    desired.meta_mut().resource_version = Some(version);
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
+}
+
+/// Deletes what this publication owns and no longer wants: ConfigMaps not named `config_map`
+/// (a former `configMapName`), Deployments and Services not named `server` (all of them while
+/// the server is not to run). Found by label, proven by the controller owner reference, and
+/// deleted on condition of their UID, so nothing else is ever removed.
+async fn remove_unwanted(
+    client: &kube::Client,
+    namespace: &str,
+    publication: &JwksPublication,
+    config_map: &str,
+    server: Option<&str>,
+) -> Result<(), Error> {
+    let owned = ListParams::default().labels(&owned_selector(publication));
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    remove(&config_maps, publication, &owned, Some(config_map)).await?;
+    remove(&deployments, publication, &owned, server).await?;
+    remove(&services, publication, &owned, server).await?;
+    Ok(())
+}
+
+async fn remove<K>(
+    api: &Api<K>,
+    publication: &JwksPublication,
+    owned: &ListParams,
+    keep: Option<&str>,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let objects = api.list_metadata(owned).await?.items;
+    for (name, uid) in unwanted(publication, &objects, keep) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => info!(
+                namespace = publication.namespace(),
+                name = publication.name_any(),
+                kind = K::kind(&K::DynamicType::default()).as_ref(),
+                object = name,
+                "removed an object the publication no longer uses"
+            ),
+            // Gone already, or the name now belongs to another object: nothing of ours to delete.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Server-side applies the status, conditional on the publication not having changed since it
