@@ -90,6 +90,11 @@ struct RunArgs {
     /// Manage SigningKeys and JwksPublications in this namespace only. Default: every namespace.
     #[arg(short = 'n', long, value_name = "NS")]
     namespace: Option<String>,
+    /// Read and write Secrets only in these namespaces (comma-separated); a SigningKey elsewhere
+    /// gets `Ready=False, SecretsNotAllowed`. Default: every managed namespace. Pair it with
+    /// RBAC that grants Secrets there only (the chart's `secretNamespaces`).
+    #[arg(long, value_name = "NS,NS", value_delimiter = ',')]
+    secret_namespaces: Option<Vec<String>>,
     /// Log as human-readable text or as one JSON object per line.
     #[arg(
         long,
@@ -254,6 +259,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(cli::run::RunOptions {
             namespace: args.namespace,
+            secret_namespaces: args.secret_namespaces,
             log_format: args.log_format,
             server_image: args.server_image,
             metrics_listen: args.metrics_listen,

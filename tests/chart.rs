@@ -487,6 +487,53 @@ async fn single_namespace_install_is_confined_to_its_namespace() {
         .await;
 }
 
+#[tokio::test]
+async fn secret_access_can_be_narrowed_to_named_namespaces() {
+    let release = test_namespace().await.name;
+    let team = test_namespace().await.name;
+    let other = test_namespace().await.name;
+    apply_chart(
+        "narrow",
+        &release,
+        &[&format!("secretNamespaces={{{team}}}")],
+    )
+    .await;
+    let rendered = helm_template(
+        "narrow",
+        &release,
+        &[&format!("secretNamespaces={{{team}}}")],
+    );
+    assert!(
+        rendered
+            .stdout
+            .contains(&format!("--secret-namespaces\n            - \"{team}\"")),
+        "the operator is told: {rendered}"
+    );
+
+    let can = Access::new(&release, "narrow-jwks-operator");
+    for verb in ["get", "list", "watch", "create", "patch"] {
+        can.assert(true, verb, "secrets", &team).await;
+        can.assert(false, verb, "secrets", &other).await;
+    }
+    can.assert(false, "list", "secrets", "--all-namespaces")
+        .await;
+    // Everything else stays cluster-wide.
+    can.assert(true, "list", "signingkeys.jwks-operator.io", &other)
+        .await;
+    can.assert(true, "patch", "configmaps", &other).await;
+}
+
+#[test]
+fn secret_namespaces_with_a_watched_namespace_is_refused() {
+    let out = helm_template("both", "ops", &["watchNamespace=a", "secretNamespaces={b}"]);
+    assert!(!out.ok, "rendered anyway: {out}");
+    assert!(
+        out.stderr
+            .contains("secretNamespaces is for cluster-wide installs"),
+        "{out}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // helm and kubeconform
 

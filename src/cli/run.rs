@@ -25,6 +25,8 @@ pub enum LogFormat {
 pub struct RunOptions {
     /// Manage this namespace only; default: every namespace.
     pub namespace: Option<String>,
+    /// Touch Secrets only in these namespaces; default: every managed one.
+    pub secret_namespaces: Option<Vec<String>>,
     pub log_format: LogFormat,
     pub server_image: String,
     /// Serve /metrics, /healthz and /readyz here.
@@ -73,6 +75,9 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
         let pod_name = std::env::var("POD_NAME").ok();
         let settings = Settings {
             scope,
+            secret_namespaces: options
+                .secret_namespaces
+                .map(|names| names.into_iter().filter(|n| !n.is_empty()).collect()),
             instance: pod_name.clone(),
             server_image: options.server_image,
         };

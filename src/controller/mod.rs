@@ -9,6 +9,7 @@ pub mod publication;
 pub mod signing_key;
 pub mod telemetry;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct Context {
     pub server_image: String,
     pub metrics: Arc<metrics::OperatorMetrics>,
     pub clock: clock::ApiClock,
+    /// The only namespaces whose Secrets the operator may touch (absent: every managed one).
+    pub secret_namespaces: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,8 @@ impl Scope {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub scope: Scope,
+    /// Touch Secrets only in these namespaces (absent: every namespace of `scope`).
+    pub secret_namespaces: Option<BTreeSet<String>>,
     /// This replica's name (the pod name), reported with events.
     pub instance: Option<String>,
     /// The image the JWKS server Deployments run.
@@ -146,16 +151,21 @@ pub async fn run(
         client: client.clone(),
         server_image: settings.server_image,
         metrics,
+        secret_namespaces: settings.secret_namespaces.clone(),
     });
     let shutdown = shutdown.shared();
-    let signing_keys = signing_key::controller(client.clone(), &settings.scope)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            signing_key::reconcile,
-            signing_key::error_policy,
-            context.clone(),
-        )
-        .for_each(log_stream_error);
+    let signing_keys = signing_key::controller(
+        client.clone(),
+        &settings.scope,
+        settings.secret_namespaces.as_ref(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        signing_key::reconcile,
+        signing_key::error_policy,
+        context.clone(),
+    )
+    .for_each(log_stream_error);
     let publications = publication::controller(client, &settings.scope)
         .graceful_shutdown_on(shutdown)
         .run(publication::reconcile, publication::error_policy, context)

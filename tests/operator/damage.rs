@@ -610,3 +610,33 @@ async fn certificate_and_import_publish_a_consistent_x5c_and_nothing_private_lea
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_where_secrets_are_not_allowed_is_refused_and_no_secret_is_made() {
+    let world = World::with_operator_flags(&["--secret-namespaces", "somewhere-else"]).await;
+    world
+        .create_key("outside", json!({}), json!({"algorithm": "ES256"}))
+        .await;
+    let refused = world
+        .wait_status("outside", "the namespace refused", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "SecretsNotAllowed")
+        })
+        .await;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(
+        message.contains(&world.ns.name) && message.contains("somewhere-else"),
+        "{message}"
+    );
+    assert_eq!(condition(&refused, "Ready").unwrap().status, "False");
+    assert!(active(&refused).is_none());
+    assert!(
+        world
+            .wait_event("outside", "SecretsNotAllowed")
+            .await
+            .contains("secretNamespaces")
+    );
+    assert!(
+        world.secrets.get_opt("outside").await.unwrap().is_none(),
+        "no Secret is made where the operator may not touch Secrets"
+    );
+}

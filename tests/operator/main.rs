@@ -24,7 +24,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{ChildProcess, TIMEOUT, TestNamespace, start_operator, test_namespace, wait_for};
+use support::{ChildProcess, TIMEOUT, TestNamespace, test_namespace, wait_for};
 use timeline::Timeline;
 
 /// One test's world: a namespace, its APIs and an operator serving it.
@@ -37,8 +37,13 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        World::with_operator_flags(&[]).await
+    }
+
+    /// A world whose operator runs with more `run` flags.
+    pub async fn with_operator_flags(flags: &[&str]) -> World {
         let ns = test_namespace().await;
-        let operator = start_operator(&ns.name).await;
+        let operator = support::start_operator_with(&ns.name, flags).await;
         World {
             keys: Api::namespaced(ns.client.clone(), &ns.name),
             secrets: Api::namespaced(ns.client.clone(), &ns.name),

@@ -56,6 +56,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicas > 1 needs leaderElection.enabled=true: without it every replica would reconcile" }}
 {{- end }}
+{{- if and .Values.watchNamespace .Values.secretNamespaces }}
+{{- fail "secretNamespaces is for cluster-wide installs; with watchNamespace the operator touches Secrets in that namespace only" }}
+{{- end }}
 {{- if not (has .Values.logFormat (list "json" "text")) }}
 {{- fail (printf "logFormat must be json or text, not %q" .Values.logFormat) }}
 {{- end }}

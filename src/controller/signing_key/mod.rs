@@ -12,6 +12,7 @@ pub use stored::{
     SIGNING_KEY_LABEL,
 };
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,31 +51,42 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 /// The controller: SigningKeys, their Secrets (metadata only, so private bytes are never
 /// cached) and every JwksPublication (a publication serving a kid can unblock an activation).
-pub fn controller(client: kube::Client, scope: &Scope) -> Controller<SigningKey> {
+pub fn controller(
+    client: kube::Client,
+    scope: &Scope,
+    secret_namespaces: Option<&BTreeSet<String>>,
+) -> Controller<SigningKey> {
     let keys: Api<SigningKey> = scope.api(client.clone());
-    let secrets: Api<PartialObjectMeta<Secret>> = scope.api(client.clone());
-    let publications: Api<JwksPublication> = scope.api(client);
-    let controller = Controller::new(keys, watcher::Config::default());
+    let publications: Api<JwksPublication> = scope.api(client.clone());
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    // With Secret access narrowed to some namespaces, a cluster-wide watch would be forbidden:
+    // watch each allowed namespace instead.
+    let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = match secret_namespaces {
+        Some(names) => names
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
+        None => vec![scope.api(client)],
+    };
+    let mut controller = Controller::new(keys, watcher::Config::default());
     let store = controller.store();
-    controller
-        .owns(
-            secrets,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
-        )
-        .watches(
-            publications,
-            watcher::Config::default(),
-            move |publication| {
-                // Every key of the namespace, not only the selected ones: a selector edit can
-                // release a key that is waiting for this publication.
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|key| key.namespace() == publication.namespace())
-                    .map(|key| ObjectRef::from_obj(&*key))
-                    .collect::<Vec<_>>()
-            },
-        )
+    for secrets in secret_apis {
+        controller = controller.owns(secrets, owned.clone());
+    }
+    controller.watches(
+        publications,
+        watcher::Config::default(),
+        move |publication| {
+            // Every key of the namespace, not only the selected ones: a selector edit can
+            // release a key that is waiting for this publication.
+            store
+                .state()
+                .into_iter()
+                .filter(|key| key.namespace() == publication.namespace())
+                .map(|key| ObjectRef::from_obj(&*key))
+                .collect::<Vec<_>>()
+        },
+    )
 }
 
 pub fn error_policy(key: Arc<SigningKey>, error: &Error, context: Arc<Context>) -> Action {
@@ -109,6 +121,18 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let now = now();
+    if let Some(allowed) = &context.secret_namespaces
+        && !allowed.contains(&namespace)
+    {
+        let problem = Problem {
+            reason: "SecretsNotAllowed",
+            message: format!(
+                "this operator may not manage Secrets in namespace {namespace} (it is limited to: {}); ask its administrator to add the namespace to the chart's secretNamespaces",
+                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return report_problem(&context, &keys, &key, None, problem, now).await;
+    }
     let secret_name = stored::secret_name(&key);
     let secret = secrets.get_opt(&secret_name).await?;
     if let Some(problem) = ownership_problem(&key, secret.as_ref()) {

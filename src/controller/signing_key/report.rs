@@ -77,7 +77,10 @@ pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
 type ConditionParts = (&'static str, &'static str, &'static str, String);
 
 fn ready(outcome: &Outcome<'_>) -> ConditionParts {
-    match (outcome.ring.active(), outcome.problem) {
+    // A key signs only if the Secret holds it: with the Secret out of reach (not ours, or in a
+    // namespace the operator may not touch), the ring is the status's memory of it.
+    let active = outcome.ring.active().filter(|k| k.held);
+    match (active, outcome.problem) {
         (Some(active), _) => (
             "Ready",
             "True",
