@@ -744,9 +744,20 @@ async fn foreign_server_objects_are_never_taken_over() {
     let after = world.services().get("svc-jwks").await.unwrap();
     assert_eq!(after.resource_version(), service.resource_version());
     assert!(after.owner_references().is_empty());
+    // The Deployment's status is kube-controller-manager's to write, so its resourceVersion moves;
+    // its spec, owners and field managers must not.
     let after = world.deployments().get("dep-jwks").await.unwrap();
-    assert_eq!(after.resource_version(), deployment.resource_version());
+    assert_eq!(after.spec, deployment.spec);
     assert!(after.owner_references().is_empty());
+    let managers: Vec<_> = after
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m == "jwks-operator"),
+        "{managers:?}"
+    );
     assert!(
         world
             .deployments()
