@@ -348,7 +348,9 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
         .unwrap();
     }
 
-    // Nothing foreign was touched; the operator is still there.
+    // Nothing foreign was touched (the Deployment's status is the deployment controller's to
+    // write, so it is the spec, generation, and field managers that must be unchanged); the
+    // operator is still there.
     let service = services_a.get("squatted").await.unwrap();
     assert_eq!(
         service.metadata.resource_version,
@@ -357,10 +359,26 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
     assert_eq!(service.spec, foreign_service.spec);
     let deployment = deployments_a.get("squatted-deploy").await.unwrap();
     assert_eq!(
-        deployment.metadata.resource_version,
-        foreign_deployment.metadata.resource_version
+        deployment.metadata.generation,
+        foreign_deployment.metadata.generation
     );
     assert_eq!(deployment.spec, foreign_deployment.spec);
+    assert_eq!(
+        deployment.metadata.labels,
+        foreign_deployment.metadata.labels
+    );
+    assert_eq!(
+        deployment.metadata.owner_references,
+        foreign_deployment.metadata.owner_references
+    );
+    let managers: Vec<_> = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert!(!managers.contains(&"jwks-operator"), "{managers:?}");
     let planted_secret = secrets_a.get("planted").await.unwrap();
     assert_eq!(
         planted_secret
