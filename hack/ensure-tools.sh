@@ -14,6 +14,7 @@ need python3 python3
 need node nodejs
 need npm npm
 need setpriv util-linux
+need faketime faketime # a test runs the operator with its clock an hour ahead
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing_debs+=(python3-venv)
 
 if ((${#missing_debs[@]})); then

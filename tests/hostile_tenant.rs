@@ -5,10 +5,8 @@
 //! Its own binary, so its own control plane: the operator here watches all namespaces.
 
 #[path = "fixtures/mod.rs"]
-#[allow(dead_code)]
 mod fixtures;
 #[path = "support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::process::Command;
@@ -254,7 +252,7 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
     // A revocation in B leaves B's ConfigMap within 5 s.
     let status = keys_b.get("ordinary").await.unwrap().status.unwrap();
     let revoked = active_kid(&status).unwrap().to_owned();
-    let config_map = wait_for(TIMEOUT, "B's ConfigMap serves the active kid", || async {
+    wait_for(TIMEOUT, "B's ConfigMap serves the active kid", || async {
         let cm = config_maps_b.get_opt("main-jwks").await.unwrap();
         kids_served(cm.as_ref())
             .contains(&revoked)
@@ -262,7 +260,6 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
             .ok_or_else(|| "not yet".into())
     })
     .await;
-    let _ = config_map;
     let annotate = json!({"metadata": {"annotations": {"jwks-operator.io/revoke": revoked}}});
     keys_b
         .patch(

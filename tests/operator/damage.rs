@@ -640,3 +640,106 @@ async fn a_signing_key_where_secrets_are_not_allowed_is_refused_and_no_secret_is
         "no Secret is made where the operator may not touch Secrets"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_applies_while_the_secret_is_someone_elses() {
+    let world = World::new().await;
+    world
+        .create_key("taken", json!({}), json!({"algorithm": "ES256"}))
+        .await;
+    let kid = world.active_kid("taken").await;
+    // Someone else takes the Secret over: another object becomes its controller.
+    let owner = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("new-owner".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let owner = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        world.ns.client.clone(),
+        &world.ns.name,
+    )
+    .create(&Default::default(), &owner)
+    .await
+    .unwrap();
+    let takeover = json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "new-owner",
+        "uid": owner.metadata.uid, "controller": true,
+    }]}});
+    world
+        .secrets
+        .patch("taken", &PatchParams::default(), &Patch::Merge(&takeover))
+        .await
+        .unwrap();
+    let before = world.secrets.get("taken").await.unwrap();
+
+    // The revocation is what makes the operator look again (a Secret taken over no longer maps
+    // to the SigningKey): it finds the Secret someone else's, and revokes all the same.
+    world
+        .annotate("taken", "jwks-operator.io/revoke", &kid)
+        .await;
+    let kid_gone = kid.clone();
+    let revoked = world
+        .wait_status("taken", "the revoked kid gone from the status", move |s| {
+            state_of(s, &kid_gone).is_none()
+                && condition(s, "Ready").is_some_and(|c| c.reason == "SecretConflict")
+        })
+        .await;
+    assert_eq!(
+        condition(&revoked, "Ready").unwrap().reason,
+        "SecretConflict"
+    );
+    assert!(world.wait_event("taken", "KeyRevoked").await.contains(&kid));
+    let after = world.secrets.get("taken").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "someone else's Secret is never written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_whose_clock_runs_ahead_activates_nothing_early() {
+    // libfaketime shifts the operator's wall clock an hour ahead of the apiserver's.
+    let world = World::with_operator_wrapped(&["faketime", "-f", "+1h"], &[]).await;
+    world
+        .create_key("skewed", json!({}), rotating("ES256", "4s", "1s", "2s"))
+        .await;
+    // The first key is not timed: it signs at once.
+    let first = world.active_kid("skewed").await;
+    let held = world
+        .wait_status("skewed", "activation held for the clock", |s| {
+            condition(s, "Rotating").is_some_and(|c| c.reason == "ClockSkew")
+        })
+        .await;
+    let message = &condition(&held, "Rotating").unwrap().message;
+    assert!(
+        message.contains("differs from the apiserver's by 3600"),
+        "{message}"
+    );
+    assert!(
+        world
+            .wait_event("skewed", "ClockSkew")
+            .await
+            .contains("wait")
+    );
+    // Well past several intervals, the first key still signs and nothing was removed.
+    let pending = held
+        .keys
+        .iter()
+        .find(|k| k.state == KeyState::Pending)
+        .map(|k| k.kid.clone());
+    let later = wait_for(TIMEOUT, "three intervals to pass", || async {
+        let key = world.keys.get("skewed").await?;
+        let created = key.metadata.creation_timestamp.ok_or("no creation time")?.0;
+        (Timestamp::now().duration_since(created) > SignedDuration::from_secs(12))
+            .then_some(key.status.unwrap_or_default())
+            .ok_or_else(|| "not yet".into())
+    })
+    .await;
+    assert_eq!(active(&later).map(|k| k.kid.as_str()), Some(first.as_str()));
+    if let Some(pending) = pending {
+        assert_eq!(state_of(&later, &pending), Some(KeyState::Pending));
+    }
+    assert_eq!(condition(&later, "Rotating").unwrap().reason, "ClockSkew");
+}

@@ -42,8 +42,13 @@ impl World {
 
     /// A world whose operator runs with more `run` flags.
     pub async fn with_operator_flags(flags: &[&str]) -> World {
+        World::with_operator_wrapped(&[], flags).await
+    }
+
+    /// A world whose operator is started through `wrapper` (e.g. `faketime -f +1h`).
+    pub async fn with_operator_wrapped(wrapper: &[&str], flags: &[&str]) -> World {
         let ns = test_namespace().await;
-        let operator = support::start_operator_with(&ns.name, flags).await;
+        let operator = support::start_operator_wrapped(&ns.name, wrapper, flags).await;
         World {
             keys: Api::namespaced(ns.client.clone(), &ns.name),
             secrets: Api::namespaced(ns.client.clone(), &ns.name),

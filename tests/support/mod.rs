@@ -689,9 +689,19 @@ pub async fn start_operator(namespace: &str) -> ChildProcess {
 
 /// [`start_operator`] with more `run` flags.
 pub async fn start_operator_with(namespace: &str, flags: &[&str]) -> ChildProcess {
+    start_operator_wrapped(namespace, &[], flags).await
+}
+
+/// [`start_operator_with`], the operator started through `wrapper` (e.g. `faketime -f +1h`).
+pub async fn start_operator_wrapped(
+    namespace: &str,
+    wrapper: &[&str],
+    flags: &[&str],
+) -> ChildProcess {
     let cp = shared_control_plane().await;
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"])
+        .args(wrapper)
         .arg(env!("CARGO_BIN_EXE_jwks-operator"))
         .args(["run", "--namespace", namespace, "--log-format", "json"])
         .args(flags)
