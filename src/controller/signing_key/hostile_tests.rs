@@ -72,7 +72,7 @@ struct Pass {
 }
 
 fn reconcile(key: &SigningKey, secret: Option<&Secret>, now: Timestamp) -> Pass {
-    let recovered = stored::recover(secret, key.status.as_ref());
+    let mut recovered = stored::recover(secret, key.status.as_ref());
     let policy = Policy::from_spec(&key.spec).unwrap();
     let mut mint = KeyMint {
         certificate: None,
@@ -91,19 +91,15 @@ fn reconcile(key: &SigningKey, secret: Option<&Secret>, now: Timestamp) -> Pass 
         clock_in_sync: true,
     };
     let plan = plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap();
-    let mut private = recovered.private.clone();
-    let mut public = recovered.public.clone();
     let minted: BTreeSet<String> = mint.minted.keys().cloned().collect();
-    for (kid, jwk) in mint.minted {
-        public.insert(kid.clone(), jwk.to_public_jwk());
-        private.insert(kid, jwk);
-    }
-    let secret = stored::build_secret(key, &plan.ring, &private, &public).unwrap();
+    recovered.hold(mint.minted);
+    let public = &recovered.public;
+    let secret = stored::build_secret(key, &plan.ring, &recovered.private, public).unwrap();
     let outcome = Outcome {
         key,
         secret_name: "victim".into(),
         ring: &plan.ring,
-        public: &public,
+        public,
         plan: Some(&plan),
         damage: &recovered.damage,
         problem: None,
@@ -356,5 +352,40 @@ fn a_keyring_wrapped_in_a_string_is_reported_without_quoting_it() {
     );
     for value in ring.iter().flat_map(private_values) {
         assert!(!pass.said.contains(&value));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any text in any item of the Secret is read back without panicking, and publishes nothing
+    /// beyond the genuine keys.
+    #[test]
+    fn any_text_in_the_secret_is_read_without_panicking(
+        lifecycle in prop::option::of(".{0,300}"),
+        items in prop::collection::btree_map(
+            prop::sample::select(vec!["keyring.jwks", "key.jwk", "key.pem", "kid", "alg"]),
+            prop::collection::vec(any::<u8>(), 0..300),
+            0..5,
+        ),
+        json_like in prop::option::of(r#"\{"keys":\[\{"kid":"[a-zA-Z0-9_-]{0,43}","kty":"(EC|RSA|OKP)","d":"[a-zA-Z0-9_-]{0,60}"[^}]{0,80}\}\]\}"#),
+    ) {
+        let (key, mut secret, ring) = genuine();
+        let genuine_kids: BTreeSet<String> = ring.iter().map(|k| k.kid.clone()).collect();
+        let annotations = secret.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        match lifecycle {
+            Some(text) => annotations.insert(LIFECYCLE_ANNOTATION.into(), text),
+            None => annotations.remove(LIFECYCLE_ANNOTATION),
+        };
+        for (item, bytes) in items {
+            data(&mut secret).insert(item.into(), ByteString(bytes));
+        }
+        if let Some(text) = json_like {
+            data(&mut secret).insert(KEYRING.into(), ByteString(text.into_bytes()));
+        }
+        let pass = reconcile(&key, Some(&secret), t(96));
+        for published in &pass.status.keys {
+            prop_assert!(genuine_kids.contains(&published.kid) || pass.minted.contains(&published.kid));
+        }
     }
 }

@@ -138,7 +138,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
     if let Some(problem) = ownership_problem(&key, secret.as_ref()) {
         return report_problem(&context, &keys, &key, secret.as_ref(), problem, now).await;
     }
-    let recovered = stored::recover(secret.as_ref(), key.status.as_ref());
+    let mut recovered = stored::recover(secret.as_ref(), key.status.as_ref());
     let policy = match Policy::from_spec(&key.spec) {
         Ok(policy) => policy,
         Err(e) => {
@@ -188,21 +188,16 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         }
     };
 
-    let mut private = recovered.private;
-    let mut public = recovered.public;
-    for (kid, jwk) in mint.minted {
-        public.insert(kid.clone(), jwk.to_public_jwk());
-        private.insert(kid, jwk);
-    }
+    recovered.hold(mint.minted);
     // G4: the private half of every key is stored before any status lists its public half.
-    let desired = stored::build_secret(&key, &plan.ring, &private, &public)?;
+    let desired = stored::build_secret(&key, &plan.ring, &recovered.private, &recovered.public)?;
     write_secret(&secrets, secret.as_ref(), desired).await?;
 
     let outcome = Outcome {
         key: &key,
         secret_name: secret_name.clone(),
         ring: &plan.ring,
-        public: &public,
+        public: &recovered.public,
         plan: Some(&plan),
         damage: &recovered.damage,
         problem: None,

@@ -46,6 +46,16 @@ pub struct Recovered {
     pub damage: Vec<Damage>,
 }
 
+impl Recovered {
+    /// Adds newly minted keys: their private halves to be stored, their public halves derived.
+    pub fn hold(&mut self, minted: BTreeMap<String, PrivateJwk>) {
+        for (kid, jwk) in minted {
+            self.public.insert(kid.clone(), jwk.to_public_jwk());
+            self.private.insert(kid, jwk);
+        }
+    }
+}
+
 /// Something found wrong while reading the Secret back. Each is repaired by the next write;
 /// none ever makes the operator publish a key whose private half it does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
