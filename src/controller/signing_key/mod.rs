@@ -45,8 +45,9 @@ const CONTROLLER: &str = "signingkey";
 /// belongs to someone else), look again this often: those sources are not watched.
 const PROBLEM_RETRY: Duration = Duration::from_secs(10);
 
-/// The longest requeue: a transition years away is looked at again hourly (the runtime's timer
-/// wheel refuses delays beyond about two years, and a clock may be corrected meanwhile).
+/// The longest requeue: every SigningKey is looked at again at least hourly (the runtime's timer
+/// wheel refuses delays beyond about two years, a clock may be corrected meanwhile, and not
+/// every change to a Secret is watched).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 /// The controller: SigningKeys, their Secrets (metadata only, so private bytes are never
@@ -453,21 +454,18 @@ fn log_plan(key: &SigningKey, plan: &RotationPlan) {
     }
 }
 
-/// Requeue exactly when the next transition is due (at most [`LONGEST_SLEEP`] away); otherwise
-/// only a change wakes us.
+/// Requeue exactly when the next transition is due, and at least every [`LONGEST_SLEEP`]: a
+/// change that no watch maps back to this SigningKey (its Secret taken over by another
+/// controller, say) is then found within the hour.
 fn wake_up(plan: &RotationPlan) -> Action {
     if plan.held_for_clock {
         return Action::requeue(PROBLEM_RETRY);
     }
-    match plan.wake_at {
-        Some(at) => {
-            // From the clock now, not from the start of this reconcile: its writes took time.
-            let delay = at.duration_since(Timestamp::now());
-            let delay = Duration::try_from(delay).unwrap_or(Duration::ZERO);
-            Action::requeue(delay.min(LONGEST_SLEEP))
-        }
-        None => Action::await_change(),
-    }
+    // From the clock now, not from the start of this reconcile: its writes took time.
+    let delay = plan.wake_at.map_or(LONGEST_SLEEP, |at| {
+        Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+    });
+    Action::requeue(delay.min(LONGEST_SLEEP))
 }
 
 /// Now, to the microsecond: the precision the status and the lifecycle record keep, so a
