@@ -15,6 +15,13 @@ need node nodejs
 need npm npm
 need setpriv util-linux
 need faketime faketime # a test runs the operator with its clock an hour ahead
+# The node (hack/control-plane/node.sh) and the images built without a registry (hack/image/).
+need containerd containerd
+need runc runc
+need buildah buildah
+need iptables iptables
+need conntrack conntrack
+[[ -x /usr/lib/cni/bridge ]] || missing_debs+=(containernetworking-plugins)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing_debs+=(python3-venv)
 
 if ((${#missing_debs[@]})); then
