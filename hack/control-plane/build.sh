@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kubectl and etcd from the Go module proxy into a
+# Build kube-apiserver, kube-controller-manager, kubectl, etcd and the node's kube-scheduler,
+# kubelet and kube-proxy from the Go module proxy into a
 # versioned cache outside the repository, and print that directory. Reuses a complete cache.
 # With KUBEBUILDER_ASSETS set, checks the binaries there instead of building.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
+BINARIES=(etcd kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
 
 if [[ -n ${KUBEBUILDER_ASSETS:-} ]]; then
   for b in "${BINARIES[@]}"; do
@@ -44,7 +45,7 @@ log "building etcd $ETCD_VERSION (Go $(go env GOVERSION), CGO_ENABLED=0) into $K
 (cd "$CP_DIR/etcd" && go build -trimpath \
   -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
   -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
-for tool in kube-apiserver kube-controller-manager kubectl; do
+for tool in kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy; do
   log "building $tool $K8S_VERSION ($((SECONDS - start))s so far)"
   (cd "$CP_DIR/k8s" && go build -trimpath -ldflags "$ldflags" -o "$tmp/$tool" "k8s.io/kubernetes/cmd/$tool")
 done
