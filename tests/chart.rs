@@ -537,32 +537,6 @@ fn secret_namespaces_with_a_watched_namespace_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // helm and kubeconform
 
-struct ChartTools {
-    helm: PathBuf,
-    kubeconform: PathBuf,
-}
-
-/// helm and kubeconform from `hack/chart/build-tools.sh` (run once per test binary).
-fn tools() -> &'static ChartTools {
-    static TOOLS: OnceLock<ChartTools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let out =
-            run(Command::new(repo_root().join("hack/chart/build-tools.sh")).stdin(Stdio::null()));
-        assert!(out.ok, "hack/chart/build-tools.sh failed: {out}");
-        let path = |key: &str| {
-            out.stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| panic!("build-tools.sh printed no {key}: {out}"))
-        };
-        ChartTools {
-            helm: path("HELM="),
-            kubeconform: path("KUBECONFORM="),
-        }
-    })
-}
-
 fn chart_dir() -> PathBuf {
     repo_root().join(CHART)
 }
@@ -578,12 +552,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// helm, with its cache, config and data homes under target/ rather than the user's.
 fn helm() -> Command {
-    let home = scratch("helm-home");
-    let mut cmd = Command::new(&tools().helm);
-    cmd.env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
-    cmd
+    support::helm(&scratch("helm-home"))
 }
 
 /// `helm template RELEASE charts/jwks-operator -n NAMESPACE --set ...`.
@@ -615,7 +584,7 @@ struct Summary {
 
 /// `kubeconform -strict -summary` with the generated schemas only (nothing is fetched).
 fn kubeconform(schemas: &Path, manifest: &Path, skip: &[&str]) -> Summary {
-    let mut cmd = Command::new(&tools().kubeconform);
+    let mut cmd = Command::new(&support::chart_tools().kubeconform);
     cmd.args(["-strict", "-summary", "-schema-location"])
         .arg(schemas.join("{{ .ResourceKind }}{{ .KindSuffix }}.json"));
     if !skip.is_empty() {

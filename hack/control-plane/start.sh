@@ -13,7 +13,11 @@
 #   KCP_CLEANUP=1      also remove a caller-chosen KCP_DIR on a clean stop (the Rust tests set it)
 #   KCP_CRDS           CRD manifest file or directory, applied before the controller-manager starts
 #   KCP_CONTROLLERS    kube-controller-manager --controllers (default "*": every default controller)
-#   KCP_START_TIMEOUT  seconds until everything is ready (default 180)
+#   KCP_START_TIMEOUT  seconds until everything is ready (default 180; 300 with a node)
+#   KCP_NODE=1         also a node: containerd, kubelet, kube-proxy and kube-scheduler (root only;
+#                      one per machine; see node.sh). The apiserver then listens on the node's
+#                      bridge address, which the kubeconfig names, so pods reach it too.
+#   KCP_NODE_IMAGES    OCI archives to import into the node's containerd (e.g. hack/image/build.sh's)
 #   KUBEBUILDER_ASSETS directory with etcd, kube-apiserver, kube-controller-manager, kubectl
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -40,7 +44,13 @@ alive() { local s; s=$(proc_state "$1"); [[ -n $s && $s != Z* ]]; }
 # control plane, so a recycled pid is never signalled.
 ours() { [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"; }
 
-COMPONENTS=(etcd apiserver controller-manager) # start order; stopped in reverse
+ROOT=$(cd "$CP_DIR/../.." && pwd)
+NODE=${KCP_NODE:-0}
+[[ $NODE == 0 || $NODE == 1 ]] || fail "KCP_NODE must be 0 or 1"
+# shellcheck source-path=SCRIPTDIR source=node.sh
+source "$CP_DIR/node.sh"
+COMPONENTS=(etcd apiserver controller-manager) # start order
+((NODE)) && COMPONENTS+=(scheduler containerd kubelet kube-proxy)
 
 # ---------------------------------------------------------------------------------------------
 # stop: signal the launcher, which tears down in order; fall back to the components' pid files
@@ -57,6 +67,7 @@ if [[ ${1:-} == stop ]]; then
       alive "$lp" && say "launcher $lp did not stop within 30s"
     fi
   fi
+  [[ -f $KCP_DIR/components ]] && read -ra COMPONENTS <"$KCP_DIR/components"
   for name in "${COMPONENTS[@]}"; do
     [[ -f $KCP_DIR/$name.pid ]] || continue
     p=$(<"$KCP_DIR/$name.pid")
@@ -68,6 +79,12 @@ if [[ ${1:-} == stop ]]; then
     fi
     rm -f "$KCP_DIR/$name.pid"
   done
+  if [[ " ${COMPONENTS[*]} " == *" kubelet "* ]]; then
+    BIN=$(control_plane_bin_dir)
+    declare -A pids=()
+    stop_components() { :; } # their pid files were handled above
+    node_teardown
+  fi
   say "stopped"
   exit 0
 fi
@@ -114,9 +131,12 @@ if [[ -f $KCP_DIR/launcher.pid ]]; then
 fi
 rm -rf "$KCP_DIR"/{pki,etcd-data,apiserver,controller-manager} "$KCP_DIR"/*.pid "$KCP_DIR"/kubeconfig
 echo $$ >"$KCP_DIR/launcher.pid"
+echo "${COMPONENTS[*]}" >"$KCP_DIR/components"
 PKI=$KCP_DIR/pki
 KUBECONFIG_PATH=$KCP_DIR/kubeconfig
-START_TIMEOUT=${KCP_START_TIMEOUT:-180}
+API_HOST=127.0.0.1
+((NODE)) && API_HOST=$NODE_IP
+START_TIMEOUT=${KCP_START_TIMEOUT:-$((NODE ? 300 : 180))}
 deadline=$((SECONDS + START_TIMEOUT))
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +171,11 @@ cleanup() {
   set +e
   trap '' INT TERM HUP
   [[ -n $sleeper ]] && kill "$sleeper" 2>/dev/null
+  if ((NODE)); then
+    stop_components kube-proxy kubelet
+    ((node_started)) && node_teardown
+    stop_components scheduler
+  fi
   stop_components controller-manager apiserver
   stop_components etcd
   rm -f "$KCP_DIR/launcher.pid"
@@ -184,6 +209,7 @@ launch() { # name command...
   shift
   (
     trap - PIPE
+    exec 9>&- # the node lock (node.sh) stays with the launcher
     exec "${wrap[@]}" "$@"
   ) >"$KCP_DIR/$name.log" 2>&1 &
   pids[$name]=$!
@@ -268,13 +294,14 @@ mkdir -p "$PKI"
     rm -f "$1.csr" "$1.ext"
   }
   issue apiserver /CN=kube-apiserver "$(printf '%s\n' extendedKeyUsage=serverAuth \
-    subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1)"
+    subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1$( ((NODE)) && echo ",IP:$NODE_IP"))"
   # Client certs: CN is the user, O the group. system:masters bypasses RBAC; the
   # controller-manager gets exactly the bootstrap role a real cluster gives it.
   issue admin "/O=system:masters/CN=kcp-admin" extendedKeyUsage=clientAuth
   issue controller-manager /CN=system:kube-controller-manager extendedKeyUsage=clientAuth
   key sa
   openssl pkey -in sa.key -pubout -out sa.pub
+  if ((NODE)); then node_pki; fi
 ) || fail "openssl failed; see $PKI/openssl.log"
 
 free_port API_PORT
@@ -285,7 +312,7 @@ kind: Config
 clusters:
 - name: kcp
   cluster:
-    server: https://127.0.0.1:${API_PORT}
+    server: https://${API_HOST}:${API_PORT}
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: $2
@@ -320,27 +347,29 @@ start_apiserver() {
   write_kubeconfig "$KCP_DIR/controller-manager.kubeconfig" controller-manager
   # --advertise-address: without it the apiserver looks for a default-route interface and dies
   #   on hosts without one. --endpoint-reconciler-type=none: the `kubernetes` Service cannot
-  #   point at a loopback address, so do not maintain its Endpoints.
+  #   point at a loopback address, so do not maintain its Endpoints. With a node, the apiserver
+  #   listens on the node's bridge address instead, and the Service points there (node.sh).
   # Admission plugins stay at their defaults (ServiceAccount included), because the
   #   controller-manager creates each namespace's default ServiceAccount as in a real cluster.
+  local where=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+    --authorization-mode=RBAC)
+  ((NODE)) && mapfile -t where < <(node_apiserver_flags)
   launch apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    "${where[@]}" --secure-port="$API_PORT" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --cert-dir="$KCP_DIR/apiserver" \
     --client-ca-file="$PKI/ca.crt" \
-    --authorization-mode=RBAC \
-    --service-account-issuer="https://127.0.0.1:$API_PORT" \
+    --service-account-issuer="https://$API_HOST:$API_PORT" \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --allow-privileged=true \
-    --endpoint-reconciler-type=none \
     --profiling=false
 }
 # /readyz, not /healthz: it also waits for the RBAC bootstrap roles and the other post-start hooks.
 probe_apiserver() {
   curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$API_PORT/readyz"
+    "https://$API_HOST:$API_PORT/readyz"
 }
 
 start_controller_manager() {
@@ -365,6 +394,12 @@ start_controller_manager() {
 # /healthz is always allowed without authentication; it turns healthy once the controllers run.
 probe_controller_manager() { curl -fsSk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz"; }
 
+node_started=0
+if ((NODE)); then
+  node_preflight
+  node_started=1
+  node_network_up
+fi
 start_with_retries etcd start_etcd probe_etcd
 t_api=$(date +%s%N)
 start_with_retries apiserver start_apiserver probe_apiserver
@@ -381,6 +416,14 @@ if [[ -n ${KCP_CRDS:-} ]]; then
 fi
 
 start_with_retries controller-manager start_controller_manager probe_controller_manager
+if ((NODE)); then
+  start_with_retries scheduler start_scheduler probe_scheduler
+  start_with_retries containerd start_containerd probe_containerd
+  node_import_images
+  start_with_retries kubelet start_kubelet probe_kubelet
+  start_with_retries kube-proxy start_kube_proxy probe_kube_proxy
+  node_ready_message
+fi
 say "ready in $(elapsed)s (kube-apiserver start to /readyz: ${api_ready_ms} ms); state in $KCP_DIR"
 
 if [[ -n $watch_pid ]]; then

@@ -12,6 +12,7 @@ use base64::Engine;
 use jwks_operator::jose;
 use serde_json::{Value, json};
 
+use super::support::interop::{interop_tools, verify_remotely};
 use super::support::{self, ChildProcess, HttpResponse, TIMEOUT, free_port, http, wait_for};
 use super::*;
 
@@ -384,24 +385,6 @@ impl Served {
     }
 }
 
-/// Where tests/interop/setup.sh installed the verifiers: `PYTHON`, `NODE_PATH`, `OIDC_VERIFY`.
-pub fn interop_tools() -> BTreeMap<String, String> {
-    let output = Command::new("bash")
-        .arg(support::repo_root().join("tests/interop/setup.sh"))
-        .output()
-        .expect("run tests/interop/setup.sh");
-    assert!(
-        output.status.success(),
-        "setup.sh: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 /// Checklist items 24–27: a token signed with each Secret's `key.pem` verifies in panva `jose`
 /// (`createRemoteJWKSet`), PyJWT (`PyJWKClient`) and go-oidc (discovery, then the JWKS), each
 /// fetching from the server; alg-confusion, HS256-with-the-public-key, `none`, unknown-kid and
@@ -425,70 +408,7 @@ async fn tokens_from_every_secret_verify_in_jose_pyjwt_and_go_oidc() {
         keys.push(json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")}));
     }
     let dir = support::new_temp_dir("interop-remote").unwrap();
-    std::fs::write(dir.join("keys.json"), serde_json::to_vec(&keys).unwrap()).unwrap();
-    let interop = support::repo_root().join("tests/interop");
-    let tokens = dir.join("tokens.json");
-    let runs = [
-        (
-            "jose",
-            Command::new("node")
-                .arg(interop.join("remote_sign_verify.mjs"))
-                .args(["--issuer", &served.issuer, "--keys"])
-                .arg(dir.join("keys.json"))
-                .arg("--out")
-                .arg(&tokens)
-                .env("NODE_PATH", &tools["NODE_PATH"])
-                .output(),
-        ),
-        (
-            "PyJWT",
-            Command::new(&tools["PYTHON"])
-                .arg(interop.join("pyjwt_remote_verify.py"))
-                .arg(&tokens)
-                .output(),
-        ),
-        (
-            "go-oidc",
-            Command::new(&tools["OIDC_VERIFY"]).arg(&tokens).output(),
-        ),
-    ];
-    for (library, output) in runs {
-        let output = output.unwrap_or_else(|e| panic!("{library}: {e}"));
-        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{library}: {e}; stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-        assert!(
-            output.status.success(),
-            "{library}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_eq!(report["unexpected"], json!([]), "{library}");
-        let results = report["results"].as_array().unwrap();
-        let valid: Vec<&Value> = results.iter().filter(|r| r["case"] == "valid").collect();
-        assert_eq!(valid.len(), 10, "{library}: one valid token per algorithm");
-        assert!(
-            valid.iter().all(|r| r["outcome"] == "valid"),
-            "{library}: {valid:?}"
-        );
-        for case in [
-            "hs256-public-key-as-secret",
-            "alg-none",
-            "unknown-kid",
-            "wrong-issuer",
-        ] {
-            let result = results
-                .iter()
-                .find(|r| r["case"] == case)
-                .unwrap_or_else(|| panic!("{library}: no {case} case"));
-            assert_eq!(
-                result["outcome"], "invalid",
-                "{library}: {case} must be refused"
-            );
-        }
-    }
+    verify_remotely(&tools, &served.issuer, &keys, &dir);
 }
 
 /// Checklist item 31 and G1/G2 through the whole chain: a signer that always uses the key the

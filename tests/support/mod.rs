@@ -8,6 +8,8 @@
 //! tokio runtime it was made on, and every `#[tokio::test]` has its own runtime.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod interop;
+
 use std::collections::HashMap;
 use std::error::Error;
 use std::fmt::Display;
@@ -35,6 +37,20 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub const FIELD_MANAGER: &str = "jwks-operator-tests";
 /// How long `start.sh` may take once the binaries are built.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// The same with a node (containerd, kubelet, kube-proxy, kube-scheduler).
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The OCI archives a node imports, set by [`use_node`]: this binary's control plane has a node.
+static NODE_IMAGES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
+/// Gives this test binary's control plane a node (`KCP_NODE=1`, hack/control-plane/node.sh) that
+/// imports `images`. Call before its first use; one node runs per machine.
+pub fn use_node(images: Vec<PathBuf>) {
+    assert!(
+        NODE_IMAGES.set(images).is_ok() && CONTROL_PLANE.get().is_none(),
+        "use_node must be called once, before the control plane starts"
+    );
+}
 
 /// The repository root (where Cargo.toml is).
 pub fn repo_root() -> &'static Path {
@@ -146,11 +162,20 @@ pub fn launch_control_plane(
     let bin_dir = bin_dir()?;
     let script = repo_root().join("hack/control-plane/start.sh");
     let mut cmd = Command::new(&script);
+    let start_timeout = match NODE_IMAGES.get() {
+        Some(images) => {
+            let archives: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+            cmd.env("KCP_NODE", "1")
+                .env("KCP_NODE_IMAGES", archives.join(" "));
+            NODE_START_TIMEOUT
+        }
+        None => START_TIMEOUT,
+    };
     cmd.arg("--watch-pid")
         .arg(watch_pid.to_string())
         .env("KCP_DIR", dir)
         .env("KCP_CLEANUP", "1")
-        .env("KCP_START_TIMEOUT", START_TIMEOUT.as_secs().to_string())
+        .env("KCP_START_TIMEOUT", start_timeout.as_secs().to_string())
         .env("KUBEBUILDER_ASSETS", &bin_dir)
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
@@ -196,7 +221,7 @@ pub fn launch_control_plane(
             .clone();
         Err(format!("{why}; launcher output:\n{log}"))
     };
-    let deadline = Instant::now() + START_TIMEOUT + Duration::from_secs(30);
+    let deadline = Instant::now() + start_timeout + Duration::from_secs(30);
     let mut fields = HashMap::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -214,7 +239,7 @@ pub fn launch_control_plane(
                     &mut child,
                     format!(
                         "not ready within {:?}",
-                        START_TIMEOUT + Duration::from_secs(30)
+                        start_timeout + Duration::from_secs(30)
                     ),
                 );
             }
@@ -520,6 +545,53 @@ pub async fn kubectl(args: &[&str]) -> CommandOutput {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helm and kubeconform
+
+pub struct ChartTools {
+    pub helm: PathBuf,
+    pub kubeconform: PathBuf,
+}
+
+/// helm and kubeconform from `hack/chart/build-tools.sh` (run once per test binary).
+pub fn chart_tools() -> &'static ChartTools {
+    static TOOLS: OnceLock<ChartTools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let script = repo_root().join("hack/chart/build-tools.sh");
+        let out = Command::new(&script)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = |key: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("build-tools.sh printed no {key}: {stdout}"))
+        };
+        ChartTools {
+            helm: path("HELM="),
+            kubeconform: path("KUBECONFORM="),
+        }
+    })
+}
+
+/// helm, with its cache, config and data homes under `home` rather than the user's.
+pub fn helm(home: &Path) -> Command {
+    let mut cmd = Command::new(&chart_tools().helm);
+    cmd.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    cmd
 }
 
 // ---------------------------------------------------------------------------------------------
