@@ -5,7 +5,7 @@
 # With KUBEBUILDER_ASSETS set, checks the binaries there instead of building.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
+BINARIES=(etcd kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy kcp-cri-clean)
 
 if [[ -n ${KUBEBUILDER_ASSETS:-} ]]; then
   for b in "${BINARIES[@]}"; do
@@ -16,7 +16,10 @@ fi
 
 # The stamp is written last and names the exact inputs, so a half-finished or stale build is
 # never taken for a complete one.
-stamp_content() { cat "$CP_DIR/versions.env" "$CP_DIR"/k8s/go.{mod,sum} "$CP_DIR"/etcd/go.{mod,sum} | sha256sum | cut -d' ' -f1; }
+stamp_content() {
+  cat "$CP_DIR/versions.env" "$CP_DIR"/k8s/go.{mod,sum} "$CP_DIR"/k8s/cmd/*/*.go "$CP_DIR"/etcd/go.{mod,sum} \
+    | sha256sum | cut -d' ' -f1
+}
 want=$(stamp_content)
 if [[ -f $K8S_BIN_DIR/.complete && $(cat "$K8S_BIN_DIR/.complete") == "$want" ]]; then
   log "reusing $K8S_BIN_DIR"
@@ -49,8 +52,10 @@ for tool in kube-apiserver kube-controller-manager kubectl kube-scheduler kubele
   log "building $tool $K8S_VERSION ($((SECONDS - start))s so far)"
   (cd "$CP_DIR/k8s" && go build -trimpath -ldflags "$ldflags" -o "$tmp/$tool" "k8s.io/kubernetes/cmd/$tool")
 done
+# The node's teardown helper (node.sh), from this module's own cmd/.
+(cd "$CP_DIR/k8s" && go build -trimpath -ldflags "-s -w" -o "$tmp/kcp-cri-clean" ./cmd/kcp-cri-clean)
 "$tmp/kube-apiserver" --version >&2
-"$tmp/etcd" --version | head -1 >&2
+"$tmp/etcd" --version | sed -n 1p >&2 # not head: etcd would die of SIGPIPE, failing the pipeline
 for b in "${BINARIES[@]}"; do mv -f "$tmp/$b" "$K8S_BIN_DIR/$b"; done
 echo "$want" > "$K8S_BIN_DIR/.complete"
 log "control plane built in $((SECONDS - start))s"

@@ -8,7 +8,6 @@
 NODE_NAME=kcp-node
 NODE_DIR=${KCP_NODE_DIR:-/var/lib/kcp-node}
 NODE_BRIDGE=kcp0
-NODE_SERVICE_LINK=kcp-svc0
 POD_CIDR=10.244.0.0/24
 NODE_IP=10.244.0.1 # the bridge's address: pods reach the apiserver and the kubelet here
 SERVICE_CIDR=10.0.0.0/24
@@ -37,14 +36,13 @@ node_preflight() {
 # ---------------------------------------------------------------------------------------------
 # Network: a bridge for the pods (the CNI bridge plugin adopts it), and a route that keeps the
 # Service range on this machine: kube-proxy rewrites Service addresses to pod or node addresses,
-# and anything it has not (yet) rewritten ends on a dummy link instead of the default route.
+# and a packet it has not (yet) rewritten goes to the bridge, where nothing answers, instead of
+# the default route. (A dummy link would do too, but not every kernel here has the driver.)
 node_network_up() {
   ip link add "$NODE_BRIDGE" type bridge
   ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
-  ip link add "$NODE_SERVICE_LINK" type dummy
-  ip link set "$NODE_SERVICE_LINK" up
-  ip route add "$SERVICE_CIDR" dev "$NODE_SERVICE_LINK"
+  ip route add "$SERVICE_CIDR" dev "$NODE_BRIDGE" src "$NODE_IP"
   sysctl -qw net.ipv4.ip_forward=1
   # Service traffic between pods on one bridge must pass iptables (kube-proxy's DNAT).
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
@@ -207,6 +205,17 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 registerNode: true
 EOF
+  # The kubelet wants its cgroup root to exist in every hierarchy (cgroup v1); a new cpuset
+  # starts with no CPUs and no memory nodes, so it gets its parent's.
+  local h
+  for h in /sys/fs/cgroup/*/; do
+    [[ -f $h/cgroup.procs ]] || continue
+    mkdir -p "$h$NODE_CGROUP"
+    if [[ -f $h/cpuset.cpus ]]; then
+      cat "$h/cpuset.cpus" >"$h$NODE_CGROUP/cpuset.cpus"
+      cat "$h/cpuset.mems" >"$h$NODE_CGROUP/cpuset.mems"
+    fi
+  done
   launch kubelet "$BIN/kubelet" --config="$NODE_DIR/kubelet.yaml" --kubeconfig="$KCP_DIR/kubelet.kubeconfig" \
     --root-dir="$NODE_DIR/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
 }
@@ -263,15 +272,13 @@ node_teardown() {
   # names our state directory.
   pkill -KILL -f "containerd-shim-runc-v2 .*-address $NODE_DIR/" 2>/dev/null || true
   [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >>"$KCP_DIR/node-teardown.log" 2>&1
-  # Rules the CNI plugins leave when a pod was not torn down through the runtime.
-  node_remove_cni_rules
+  node_remove_rules
   for m in $(findmnt -rn -o TARGET | grep -F "$NODE_DIR/" | sort -r); do
     umount -l "$m" 2>/dev/null || true
   done
   ip link show master "$NODE_BRIDGE" 2>/dev/null | sed -n 's/^[0-9]*: \([^@:]*\).*/\1/p' \
     | while read -r veth; do ip link delete "$veth" 2>/dev/null || true; done
   ip link delete "$NODE_BRIDGE" 2>/dev/null || true
-  ip link delete "$NODE_SERVICE_LINK" 2>/dev/null || true
   # Container processes whose shim was killed live on in the pods' cgroups.
   local d
   for d in /sys/fs/cgroup/*/"$NODE_CGROUP"; do
@@ -290,14 +297,19 @@ node_teardown() {
   [[ $quiet == quiet ]] || node_leftovers >&2 || say "node teardown left the above behind"
 }
 
-# The bridge plugin marks its rules with the network's name; portmap's chains are CNI-HOSTPORT-*.
-node_remove_cni_rules() {
+# Chains of the kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, which
+# `kube-proxy --cleanup` leaves) and of the CNI plugins (CNI-HOSTPORT-* of portmap, CNI-* of the
+# bridge plugin), with every rule that jumps to them: the node's, and only the node's.
+node_remove_rules() {
   local table rule chain
-  for table in nat filter; do
-    iptables-save -t "$table" 2>/dev/null | grep -E '^-A .*(name: \\?"kcp\\?"|CNI-HOSTPORT-)' \
+  for table in raw mangle nat filter; do
+    iptables-save -t "$table" 2>/dev/null | grep -E '^-A .* -j (KUBE-|CNI-)' \
       | while read -r rule; do eval "iptables -t $table ${rule/#-A/-D}" 2>/dev/null || true; done
-    for chain in $(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\(CNI-[A-Za-z0-9-]*\) .*/\1/p'); do
-      iptables -t "$table" -F "$chain" 2>/dev/null && iptables -t "$table" -X "$chain" 2>/dev/null || true
+    for chain in $(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[A-Za-z0-9-]*\) .*/\1/p'); do
+      iptables -t "$table" -F "$chain" 2>/dev/null
+    done
+    for chain in $(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[A-Za-z0-9-]*\) .*/\1/p'); do
+      iptables -t "$table" -X "$chain" 2>/dev/null
     done
   done
 }
@@ -307,7 +319,7 @@ node_leftovers() {
   local found=0
   pgrep -af "$NODE_DIR|$BIN/kubelet|$BIN/kube-proxy" && found=1
   findmnt -rn -o TARGET | grep -F "$NODE_DIR" && found=1
-  ip -o link show | grep -E "$NODE_BRIDGE|$NODE_SERVICE_LINK" && found=1
+  ip -o link show | grep -F ": $NODE_BRIDGE" && found=1
   iptables-save | grep -E '^:(KUBE-|CNI-)|kcp' && found=1
   ls -d /sys/fs/cgroup/*/"$NODE_CGROUP" 2>/dev/null && found=1
   [[ -e $NODE_DIR ]] && echo "$NODE_DIR" && found=1
