@@ -51,24 +51,37 @@ async fn the_operator_and_its_servers_run_on_a_real_node() {
 
     a_namespaced_install_runs_and_reconciles(&client).await;
     install_chart("jwks", OPERATOR_NAMESPACE, &[]).await;
-    let operators = ready_pods(&client, OPERATOR_NAMESPACE, "app.kubernetes.io/instance=jwks", 2).await;
+    let operators = ready_pods(
+        &client,
+        OPERATOR_NAMESPACE,
+        "app.kubernetes.io/instance=jwks",
+        2,
+    )
+    .await;
     lease_held_by_one_of(&client, OPERATOR_NAMESPACE, &operators).await;
 
-    let web = ServedPublication::create(&client, &mut measured).await;
+    let web = ServedPublication::create(&client).await;
     web.answers_like_a_jwks_endpoint().await;
-    web.tokens_verify_in_real_libraries(&client).await;
     web.rotation_is_served_before_the_key_signs(&client, &mut measured)
         .await;
     web.a_server_pod_can_go_without_a_failed_request(&client)
         .await;
     the_leader_pod_can_go(&client, &mut measured).await;
-    web.serves_a_rotated_certificate_without_a_restart(&client, &mut measured)
+    web.serves_https_and_a_rotated_certificate_without_a_restart(&client, &mut measured)
         .await;
-    no_forbidden_calls(&client, OPERATOR_NAMESPACE, "app.kubernetes.io/instance=jwks").await;
+    no_forbidden_calls(
+        &client,
+        OPERATOR_NAMESPACE,
+        "app.kubernetes.io/instance=jwks",
+    )
+    .await;
 
     let report = serde_json::to_string_pretty(&measured).unwrap();
-    std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-e2e.json"), &report)
-        .unwrap();
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-e2e.json"),
+        &report,
+    )
+    .unwrap();
     eprintln!("[node] measured: {report}");
 
     teardown_leaves_nothing(&cp.dir);
@@ -88,12 +101,19 @@ async fn a_namespaced_install_runs_and_reconciles(client: &Client) {
     create_key(client, namespace, "team-key", json!({}), "24h", "1h").await;
     wait_key_ready(client, namespace, "team-key").await;
     no_forbidden_calls(client, namespace, selector).await;
-    let out = run_blocking(helm().args(["uninstall", "scoped", "--namespace", namespace, "--wait"]))
-        .await;
-    assert!(out.status.success(), "helm uninstall: {}", text(&out.stderr));
+    let out =
+        run_blocking(helm().args(["uninstall", "scoped", "--namespace", namespace, "--wait"]))
+            .await;
+    assert!(
+        out.status.success(),
+        "helm uninstall: {}",
+        text(&out.stderr)
+    );
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     wait_for(POD_TIMEOUT, "the scoped operator pods to go", || async {
-        let left = pods_api.list(&ListParams::default().labels(selector)).await?;
+        let left = pods_api
+            .list(&ListParams::default().labels(selector))
+            .await?;
         match left.items.len() {
             0 => Ok(()),
             n => Err(format!("{n} pods left").into()),
@@ -128,20 +148,25 @@ async fn the_leader_pod_can_go(client: &Client, measured: &mut BTreeMap<&str, Va
     create_key(client, "web", "after-failover", json!({}), "24h", "1h").await;
     wait_key_ready(client, "web", "after-failover").await;
     eprintln!("[node] {leader} deleted; {successor} leads after {gap:?}");
-    ready_pods(client, OPERATOR_NAMESPACE, "app.kubernetes.io/instance=jwks", 2).await;
+    ready_pods(
+        client,
+        OPERATOR_NAMESPACE,
+        "app.kubernetes.io/instance=jwks",
+        2,
+    )
+    .await;
 }
 
 /// A publication in a namespace that enforces the `restricted` Pod Security Standard, with
 /// its server pods behind a Service, reached at the Service's ClusterIP.
 struct ServedPublication {
     namespace: String,
-    /// `http://<ClusterIP>:8080`, also the publication's issuer.
-    issuer: String,
+    /// `<ClusterIP>:8080`.
     address: String,
 }
 
 impl ServedPublication {
-    async fn create(client: &Client, measured: &mut BTreeMap<&str, Value>) -> ServedPublication {
+    async fn create(client: &Client) -> ServedPublication {
         let namespace = "web";
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -154,7 +179,15 @@ impl ServedPublication {
             .await
             .unwrap();
         let label = json!({"jwks-operator.io/publication": "web"});
-        create_key(client, namespace, "web-key", label.clone(), "24h", PRE_PUBLISH).await;
+        create_key(
+            client,
+            namespace,
+            "web-key",
+            label.clone(),
+            "24h",
+            PRE_PUBLISH,
+        )
+        .await;
         let publications: Api<JwksPublication> = Api::namespaced(client.clone(), namespace);
         publications
             .create(
@@ -177,41 +210,19 @@ impl ServedPublication {
             .spec
             .and_then(|s| s.cluster_ip)
             .expect("a ClusterIP");
-        let address = format!("{ip}:8080");
-        let issuer = format!("http://{address}");
         let served = ServedPublication {
             namespace: namespace.into(),
-            issuer: issuer.clone(),
-            address,
+            address: format!("{ip}:8080"),
         };
-        // The issuer can only be the Service's address once the Service exists. The discovery
-        // document changes with it: the first measured ConfigMap projection.
-        publications
-            .patch(
-                "web",
-                &PatchParams::apply(support::FIELD_MANAGER),
-                &Patch::Merge(json!({"spec": {"issuer": issuer}})),
-            )
-            .await
-            .unwrap();
-        let changed = Instant::now();
-        wait_for(PROJECTION_TIMEOUT, "the issuer served through the Service", || {
-            served.get_json("/.well-known/openid-configuration")
-        })
-        .await;
-        wait_for(PROJECTION_TIMEOUT, "the new issuer served", || async {
-            let doc = served.get_json("/.well-known/openid-configuration").await?;
-            if doc["issuer"] == json!(served.issuer) {
-                Ok(())
-            } else {
-                Err(format!("issuer {}", doc["issuer"]).into())
+        // Ready counts available pods; kube-proxy programs their endpoints a moment later
+        // (until then the Service refuses connections).
+        wait_for(TIMEOUT, "the Service to answer", || async {
+            match served.get("/.well-known/jwks.json", &[]).await? {
+                r if r.status == 200 => Ok(()),
+                r => Err(format!("HTTP {}", r.status).into()),
             }
         })
         .await;
-        measured.insert(
-            "issuer_change_to_served_seconds",
-            json!(changed.elapsed().as_secs_f64()),
-        );
         served
     }
 
@@ -219,23 +230,21 @@ impl ServedPublication {
         http(&self.address, "GET", path, headers).await
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, support::Pending> {
-        let response = self.get(path, &[]).await?;
-        if response.status != 200 {
-            return Err(format!("{path}: HTTP {}", response.status).into());
-        }
-        Ok(serde_json::from_slice(&response.body)?)
-    }
-
-    /// The JWKS and the discovery document through the ClusterIP, with ETag/304 and CORS.
+    /// The JWKS through the ClusterIP, with ETag/304 and CORS.
     async fn answers_like_a_jwks_endpoint(&self) {
         let jwks = self
-            .get("/.well-known/jwks.json", &[("Origin", "https://app.example")])
+            .get(
+                "/.well-known/jwks.json",
+                &[("Origin", "https://app.example")],
+            )
             .await
             .unwrap();
         assert_eq!(jwks.status, 200, "{}", jwks.text());
         assert_eq!(jwks.header("access-control-allow-origin"), Some("*"));
-        assert!(jwks.header("cache-control").is_some_and(|c| c.contains("max-age=60")));
+        assert!(
+            jwks.header("cache-control")
+                .is_some_and(|c| c.contains("max-age=60"))
+        );
         let keys: Value = serde_json::from_slice(&jwks.body).unwrap();
         assert!(!keys["keys"].as_array().unwrap().is_empty(), "{keys}");
         let etag = jwks.header("etag").expect("an ETag").to_owned();
@@ -245,26 +254,21 @@ impl ServedPublication {
             .unwrap();
         assert_eq!(again.status, 304);
         assert!(again.body.is_empty());
-        let discovery = self.get_json("/.well-known/openid-configuration").await.unwrap();
-        assert_eq!(discovery["issuer"], json!(self.issuer));
-        assert_eq!(
-            discovery["jwks_uri"],
-            json!(format!("{}/.well-known/jwks.json", self.issuer))
-        );
     }
 
     /// A token signed with the Secret's key verifies in jose, PyJWT and go-oidc, each fetching
-    /// discovery and keys through the Service.
-    async fn tokens_verify_in_real_libraries(&self, client: &Client) {
+    /// discovery and keys from `issuer` through the Service, trusting `ca`.
+    async fn tokens_verify_in_real_libraries(&self, client: &Client, issuer: &str, ca: &Path) {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
         let data = secrets.get("web-key").await.unwrap().data.unwrap();
         let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-        let keys = vec![json!({"alg": field("alg"), "kid": field("kid"), "key_pem": field("key.pem")})];
-        let issuer = self.issuer.clone();
+        let keys =
+            vec![json!({"alg": field("alg"), "kid": field("kid"), "key_pem": field("key.pem")})];
+        let (issuer, ca) = (issuer.to_owned(), ca.to_owned());
         tokio::task::spawn_blocking(move || {
             let tools = interop_tools();
             let scratch = support::new_temp_dir("node-interop").unwrap();
-            verify_remotely(&tools, &issuer, &keys, &scratch);
+            verify_remotely(&tools, &issuer, &keys, Some(&ca), &scratch);
         })
         .await
         .unwrap();
@@ -302,7 +306,11 @@ impl ServedPublication {
         let publications: Api<JwksPublication> = Api::namespaced(client.clone(), &self.namespace);
         let published_at = wait_for(TIMEOUT, "the new kid in the ConfigMap", || async {
             let status = publications.get("web").await?.status.ok_or("no status")?;
-            let key = status.keys.iter().find(|k| k.kid == new_kid).ok_or("not yet")?;
+            let key = status
+                .keys
+                .iter()
+                .find(|k| k.kid == new_kid)
+                .ok_or("not yet")?;
             Ok(key.published_at.0)
         })
         .await;
@@ -314,7 +322,10 @@ impl ServedPublication {
         .await;
         let polls = poller.stop();
         let failures: Vec<&String> = polls.iter().filter_map(|p| p.as_ref().err()).collect();
-        assert!(failures.is_empty(), "requests failed during the rotation: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "requests failed during the rotation: {failures:?}"
+        );
         // G1 lets the key sign prePublish after its publication, and not before.
         let activates_at = published_at + SignedDuration::from_secs(PRE_PUBLISH_SECONDS);
         assert!(
@@ -327,10 +338,7 @@ impl ServedPublication {
              ({delay:#}), signs at {activates_at}; {} requests, none failed",
             polls.len()
         );
-        measured.insert(
-            "configmap_to_served_seconds",
-            json!(delay.as_secs_f64()),
-        );
+        measured.insert("configmap_to_served_seconds", json!(delay.as_secs_f64()));
         measured.insert("requests_during_rotation", json!(polls.len()));
     }
 
@@ -341,11 +349,17 @@ impl ServedPublication {
         let poller = Poller::start(self.address.clone());
         let api: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
         let victim = api.get(&pods[0]).await.unwrap();
-        api.delete(&pods[0], &DeleteParams::default()).await.unwrap();
+        api.delete(&pods[0], &DeleteParams::default())
+            .await
+            .unwrap();
         support::wait_deleted(&api, &pods[0], &victim.uid().unwrap(), POD_TIMEOUT).await;
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &self.namespace);
         wait_for(POD_TIMEOUT, "two available server pods again", || async {
-            let status = deployments.get("web-jwks").await?.status.unwrap_or_default();
+            let status = deployments
+                .get("web-jwks")
+                .await?
+                .status
+                .unwrap_or_default();
             match status.available_replicas {
                 Some(2) => Ok(()),
                 n => Err(format!("{n:?} available").into()),
@@ -362,9 +376,10 @@ impl ServedPublication {
         );
     }
 
-    /// `tlsSecretName`: the pods serve HTTPS with the Secret's certificate, and a new
+    /// `tlsSecretName` and an https issuer: the pods serve HTTPS with the Secret's certificate,
+    /// discovery names the issuer, tokens verify in real libraries through it, and a new
     /// certificate in the Secret is served without a pod restart.
-    async fn serves_a_rotated_certificate_without_a_restart(
+    async fn serves_https_and_a_rotated_certificate_without_a_restart(
         &self,
         client: &Client,
         measured: &mut BTreeMap<&str, Value>,
@@ -374,15 +389,21 @@ impl ServedPublication {
         let ca = Certificates::new_ca(&pki);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
         secrets
-            .create(&PostParams::default(), &ca.server_secret("web-tls", &ip, "first"))
+            .create(
+                &PostParams::default(),
+                &ca.server_secret("web-tls", &ip, "first"),
+            )
             .await
             .unwrap();
         let publications: Api<JwksPublication> = Api::namespaced(client.clone(), &self.namespace);
+        let issuer = format!("https://{}", self.address);
         publications
             .patch(
                 "web",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"server": {"tlsSecretName": "web-tls"}}})),
+                &Patch::Merge(
+                    json!({"spec": {"issuer": issuer, "server": {"tlsSecretName": "web-tls"}}}),
+                ),
             )
             .await
             .unwrap();
@@ -395,11 +416,38 @@ impl ServedPublication {
         })
         .await;
         wait_publication_ready(client, &self.namespace).await;
+        let discovery = wait_for(
+            PROJECTION_TIMEOUT,
+            "discovery naming the https issuer",
+            || {
+                futures_ready(
+                    ca.get_json(&issuer, "/.well-known/openid-configuration")
+                        .and_then(|d| {
+                            if d["issuer"] == json!(issuer) {
+                                Ok(d)
+                            } else {
+                                Err(format!("issuer {}", d["issuer"]).into())
+                            }
+                        }),
+                )
+            },
+        )
+        .await;
+        assert_eq!(
+            discovery["jwks_uri"],
+            json!(format!("{issuer}/.well-known/jwks.json"))
+        );
+        self.tokens_verify_in_real_libraries(client, &issuer, &ca.dir.join("ca.crt"))
+            .await;
         let selector = "app.kubernetes.io/instance=web";
         let before = pod_restarts(client, &self.namespace, selector).await;
 
         secrets
-            .replace("web-tls", &PostParams::default(), &ca.server_secret("web-tls", &ip, "second"))
+            .replace(
+                "web-tls",
+                &PostParams::default(),
+                &ca.server_secret("web-tls", &ip, "second"),
+            )
             .await
             .unwrap();
         let changed = Instant::now();
@@ -428,13 +476,20 @@ fn teardown_leaves_nothing(kcp_dir: &Path) {
         .env("KCP_DIR", kcp_dir)
         .output()
         .unwrap();
-    assert!(stop.status.success(), "start.sh stop: {}", text(&stop.stderr));
+    assert!(
+        stop.status.success(),
+        "start.sh stop: {}",
+        text(&stop.stderr)
+    );
     let node_dir = "/var/lib/kcp-node";
     let links = capture(Command::new("ip").args(["-o", "link", "show"]));
-    assert!(!links.contains(": kcp0"), "the bridge kcp0 is left:\n{links}");
+    assert!(
+        !links.contains(": kcp0"),
+        "the bridge kcp0 is left:\n{links}"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(node_dir), "mounts left:\n{mounts}");
-    let rules = capture(Command::new("iptables-save"));
+    let rules = capture(&mut Command::new("iptables-save"));
     for chain in [":KUBE-", ":CNI-"] {
         assert!(!rules.contains(chain), "iptables chains left:\n{rules}");
     }
@@ -479,7 +534,14 @@ async fn install_chart(release: &str, namespace: &str, sets: &[&str]) {
     let mut cmd = helm();
     cmd.args(["install", release])
         .arg(repo_root().join("charts/jwks-operator"))
-        .args(["--namespace", namespace, "--create-namespace", "--wait", "--timeout", "4m"])
+        .args([
+            "--namespace",
+            namespace,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "4m",
+        ])
         .args(["--set", "image.repository=localhost/jwks-operator"])
         .arg("--set")
         .arg(format!("image.tag={VERSION}"))
@@ -490,32 +552,43 @@ async fn install_chart(release: &str, namespace: &str, sets: &[&str]) {
     let out = run_blocking(&mut cmd).await;
     if !out.status.success() {
         let pods = kubectl(&["describe", "pods", "-n", namespace]).await;
-        panic!("helm install {release}: {}\n{}", text(&out.stderr), pods.stdout);
+        panic!(
+            "helm install {release}: {}\n{}",
+            text(&out.stderr),
+            pods.stdout
+        );
     }
 }
 
 /// Waits for `count` Running, Ready pods that match `selector`, none restarted; their names.
 async fn ready_pods(client: &Client, namespace: &str, selector: &str, count: usize) -> Vec<String> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    wait_for(POD_TIMEOUT, &format!("{count} ready pods {selector}"), || async {
-        let pods = api.list(&ListParams::default().labels(selector)).await?.items;
-        let ready: Vec<String> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .map(|p| p.name_any())
-            .collect();
-        if ready.len() == count {
-            Ok(ready)
-        } else {
-            Err(format!("{} of {} pods ready", ready.len(), pods.len()).into())
-        }
-    })
+    wait_for(
+        POD_TIMEOUT,
+        &format!("{count} ready pods {selector}"),
+        || async {
+            let pods = api
+                .list(&ListParams::default().labels(selector))
+                .await?
+                .items;
+            let ready: Vec<String> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .map(|p| p.name_any())
+                .collect();
+            if ready.len() == count {
+                Ok(ready)
+            } else {
+                Err(format!("{} of {} pods ready", ready.len(), pods.len()).into())
+            }
+        },
+    )
     .await
 }
 
@@ -563,7 +636,11 @@ async fn lease_held_by_one_of(client: &Client, namespace: &str, pods: &[String])
 /// Every log line of every container of the matching pods: none may say RBAC refused a call.
 async fn no_forbidden_calls(client: &Client, namespace: &str, selector: &str) {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    for pod in api.list(&ListParams::default().labels(selector)).await.unwrap() {
+    for pod in api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+    {
         let name = pod.name_any();
         let logs = kubectl(&["logs", "-n", namespace, &name, "--all-containers"]).await;
         assert!(logs.success(), "kubectl logs {name}: {logs}");
@@ -572,7 +649,11 @@ async fn no_forbidden_calls(client: &Client, namespace: &str, selector: &str) {
             .lines()
             .filter(|l| l.to_lowercase().contains("forbidden"))
             .collect();
-        assert!(forbidden.is_empty(), "{namespace}/{name} was refused:\n{}", forbidden.join("\n"));
+        assert!(
+            forbidden.is_empty(),
+            "{namespace}/{name} was refused:\n{}",
+            forbidden.join("\n")
+        );
     }
 }
 
@@ -596,14 +677,18 @@ async fn create_key(
 
 async fn wait_key_ready(client: &Client, namespace: &str, name: &str) {
     let api: Api<SigningKey> = Api::namespaced(client.clone(), namespace);
-    wait_for(TIMEOUT, &format!("SigningKey {namespace}/{name} Ready"), || async {
-        let status = api.get(name).await?.status.ok_or("no status")?;
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-        match ready {
-            Some(c) if c.status == "True" => Ok(()),
-            c => Err(format!("{c:?}").into()),
-        }
-    })
+    wait_for(
+        TIMEOUT,
+        &format!("SigningKey {namespace}/{name} Ready"),
+        || async {
+            let status = api.get(name).await?.status.ok_or("no status")?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+            match ready {
+                Some(c) if c.status == "True" => Ok(()),
+                c => Err(format!("{c:?}").into()),
+            }
+        },
+    )
     .await;
 }
 
@@ -679,25 +764,92 @@ struct Certificates {
 
 impl Certificates {
     fn new_ca(dir: &Path) -> Certificates {
-        openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
-        openssl(dir, &[
-            "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=node-e2e-ca", "-days", "1",
-            "-out", "ca.crt",
-        ]);
-        Certificates { dir: dir.to_path_buf() }
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "ca.key",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "ca.key",
+                "-subj",
+                "/CN=node-e2e-ca",
+                "-days",
+                "1",
+                "-out",
+                "ca.crt",
+            ],
+        );
+        Certificates {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// A `kubernetes.io/tls` Secret for `ip`, issued as `name` (its files stay in the dir).
     fn server_secret(&self, secret: &str, ip: &str, name: &str) -> Secret {
         let dir = &self.dir;
-        openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &format!("{name}.key")]);
-        openssl(dir, &["req", "-new", "-key", &format!("{name}.key"), "-subj", "/CN=web-jwks", "-out", &format!("{name}.csr")]);
-        std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=IP:{ip}\n")).unwrap();
-        openssl(dir, &[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", &format!("{name}.ext"),
-            "-out", &format!("{name}.crt"),
-        ]);
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{name}.key"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-subj",
+                "/CN=web-jwks",
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=IP:{ip}\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
         let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap();
         serde_json::from_value(json!({
             "metadata": {"name": secret},
@@ -714,6 +866,19 @@ impl Certificates {
                 .arg(self.dir.join(format!("{name}.crt"))),
         );
         out.trim().to_owned()
+    }
+
+    /// GET `base` + `path` over HTTPS, trusting only this CA.
+    fn get_json(&self, base: &str, path: &str) -> Result<Value, support::Pending> {
+        let out = Command::new("curl")
+            .args(["-fsS", "--max-time", "5", "--cacert"])
+            .arg(self.dir.join("ca.crt"))
+            .arg(format!("{base}{path}"))
+            .output()?;
+        if !out.status.success() {
+            return Err(text(&out.stderr).into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     /// The serial of the certificate `address` serves, verified against the CA; None if no
@@ -734,8 +899,16 @@ impl Certificates {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 fn futures_ready<T>(value: T) -> std::future::Ready<T> {

@@ -3,7 +3,6 @@
 //! operator → the publication's ConfigMap → projected into a directory the way a kubelet
 //! mounts it → `jwks-operator serve --dir` → HTTP.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -408,7 +407,7 @@ async fn tokens_from_every_secret_verify_in_jose_pyjwt_and_go_oidc() {
         keys.push(json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")}));
     }
     let dir = support::new_temp_dir("interop-remote").unwrap();
-    verify_remotely(&tools, &served.issuer, &keys, &dir);
+    verify_remotely(&tools, &served.issuer, &keys, None, &dir);
 }
 
 /// Checklist item 31 and G1/G2 through the whole chain: a signer that always uses the key the

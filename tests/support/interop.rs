@@ -29,36 +29,42 @@ pub fn interop_tools() -> BTreeMap<String, String> {
 /// (`createRemoteJWKSet`), PyJWT (`PyJWKClient`) and go-oidc (discovery, then the JWKS) verify
 /// them against `issuer`, each fetching discovery and keys over HTTP. Asserts every valid token
 /// verifies in all three, and that HS256-with-the-public-key, `none`, unknown-kid and
-/// wrong-issuer tokens are refused. `scratch` receives the keys and tokens files.
-pub fn verify_remotely(tools: &BTreeMap<String, String>, issuer: &str, keys: &[Value], scratch: &Path) {
+/// wrong-issuer tokens are refused. With `ca`, the three trust that CA's certificates alone
+/// (an https issuer with a test CA). `scratch` receives the keys and tokens files.
+pub fn verify_remotely(
+    tools: &BTreeMap<String, String>,
+    issuer: &str,
+    keys: &[Value],
+    ca: Option<&Path>,
+    scratch: &Path,
+) {
     std::fs::write(scratch.join("keys.json"), serde_json::to_vec(keys).unwrap()).unwrap();
     let interop = super::repo_root().join("tests/interop");
     let tokens = scratch.join("tokens.json");
-    let runs = [
-        (
-            "jose",
-            Command::new("node")
-                .arg(interop.join("remote_sign_verify.mjs"))
-                .args(["--issuer", issuer, "--keys"])
-                .arg(scratch.join("keys.json"))
-                .arg("--out")
-                .arg(&tokens)
-                .env("NODE_PATH", &tools["NODE_PATH"])
-                .output(),
-        ),
-        (
-            "PyJWT",
-            Command::new(&tools["PYTHON"])
-                .arg(interop.join("pyjwt_remote_verify.py"))
-                .arg(&tokens)
-                .output(),
-        ),
-        (
-            "go-oidc",
-            Command::new(&tools["OIDC_VERIFY"]).arg(&tokens).output(),
-        ),
-    ];
-    for (library, output) in runs {
+    let mut jose = Command::new("node");
+    jose.arg(interop.join("remote_sign_verify.mjs"))
+        .args(["--issuer", issuer, "--keys"])
+        .arg(scratch.join("keys.json"))
+        .arg("--out")
+        .arg(&tokens)
+        .env("NODE_PATH", &tools["NODE_PATH"]);
+    let mut pyjwt = Command::new(&tools["PYTHON"]);
+    pyjwt
+        .arg(interop.join("pyjwt_remote_verify.py"))
+        .arg(&tokens);
+    let mut go_oidc = Command::new(&tools["OIDC_VERIFY"]);
+    go_oidc.arg(&tokens);
+    // jose signs first and writes the tokens the other two read: run in this order.
+    let runs =
+        [("jose", jose), ("PyJWT", pyjwt), ("go-oidc", go_oidc)].map(|(library, mut cmd)| {
+            // Node adds NODE_EXTRA_CA_CERTS to its roots; Python's ssl and Go read SSL_CERT_FILE.
+            if let Some(ca) = ca {
+                cmd.env("NODE_EXTRA_CA_CERTS", ca).env("SSL_CERT_FILE", ca);
+            }
+            (library, cmd)
+        });
+    for (library, mut cmd) in runs {
+        let output = cmd.output();
         let output = output.unwrap_or_else(|e| panic!("{library}: {e}"));
         let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
@@ -74,7 +80,11 @@ pub fn verify_remotely(tools: &BTreeMap<String, String>, issuer: &str, keys: &[V
         assert_eq!(report["unexpected"], json!([]), "{library}");
         let results = report["results"].as_array().unwrap();
         let valid: Vec<&Value> = results.iter().filter(|r| r["case"] == "valid").collect();
-        assert_eq!(valid.len(), keys.len(), "{library}: one valid token per key");
+        assert_eq!(
+            valid.len(),
+            keys.len(),
+            "{library}: one valid token per key"
+        );
         assert!(
             valid.iter().all(|r| r["outcome"] == "valid"),
             "{library}: {valid:?}"
