@@ -13,9 +13,11 @@ test: tools control-plane lint
 	hack/image/check.sh
 	hack/test-summary.sh target/test-output.log
 
-## The container image without a Docker engine: hadolint, then the release binary it builds.
+## The operator image without a Docker engine or a registry (buildah): localhost/jwks-operator:<version>
+## and target/image/jwks-operator.oci.tar. `make image LOAD=/run/containerd/containerd.sock` also
+## imports it into that containerd (namespace k8s.io). `make test` checks it (hack/image/check.sh).
 image:
-	hack/image/check.sh
+	hack/image/build.sh $(if $(LOAD),--load $(LOAD))
 
 ## A local control plane with the CRDs and examples, in the foreground (Ctrl-C stops it).
 dev:

@@ -1,0 +1,3 @@
+module local.invalid/kcp-pause
+
+go 1.24
