@@ -4,13 +4,14 @@ SHELL := /bin/bash
 
 .PHONY: test dev lint crds bench bench-server control-plane tools chart image
 
-## Everything CI runs: tools, control plane, formatting, lints, unit/property/integration/interop
-## tests, the chart, and the image (Dockerfile lint, the release binary it builds).
+## Everything CI runs: tools, control plane and node, formatting, lints, the image (built and
+## checked first: the end-to-end test on the node runs it), then the unit, property,
+## integration, interop, chart and end-to-end tests.
 test: tools control-plane lint
 	hack/chart/build-tools.sh >/dev/null
+	hack/image/check.sh
 	mkdir -p target
 	cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.log
-	hack/image/check.sh
 	hack/test-summary.sh target/test-output.log
 
 ## The operator image without a Docker engine or a registry (buildah): localhost/jwks-operator:<version>
@@ -19,7 +20,8 @@ test: tools control-plane lint
 image:
 	hack/image/build.sh $(if $(LOAD),--load $(LOAD))
 
-## A local control plane with the CRDs and examples, in the foreground (Ctrl-C stops it).
+## A local cluster (control plane and node), the operator installed from the chart, the examples
+## applied, the JWKS forwarded to 127.0.0.1:8080; in the foreground (Ctrl-C stops it).
 dev:
 	hack/dev.sh
 

@@ -44,6 +44,12 @@ const PRE_PUBLISH_SECONDS: i64 = 180;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operator_and_its_servers_run_on_a_real_node() {
+    let uid = capture(Command::new("id").arg("-u"));
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "the node (containerd, network namespaces, iptables) needs root; run the tests as root"
+    );
     support::use_node(vec![image_archive()]);
     let cp = shared_control_plane().await;
     let client = support::client().await;
@@ -62,6 +68,7 @@ async fn the_operator_and_its_servers_run_on_a_real_node() {
 
     let web = ServedPublication::create(&client).await;
     web.answers_like_a_jwks_endpoint().await;
+    web.projection_delays(&client, &mut measured).await;
     web.rotation_is_served_before_the_key_signs(&client, &mut measured)
         .await;
     web.a_server_pod_can_go_without_a_failed_request(&client)
@@ -274,6 +281,43 @@ impl ServedPublication {
         .unwrap();
     }
 
+    /// How long a ConfigMap change takes to be served by the pods: the kubelet re-projects a
+    /// mounted ConfigMap at its next sync of the pod. Three changes of `cacheMaxAge`, each timed
+    /// from the spec change (the operator rewrites the ConfigMap within milliseconds) to the
+    /// first response through the Service that carries it.
+    async fn projection_delays(&self, client: &Client, measured: &mut BTreeMap<&str, Value>) {
+        let publications: Api<JwksPublication> = Api::namespaced(client.clone(), &self.namespace);
+        let mut delays = Vec::new();
+        for seconds in [61, 62, 63] {
+            publications
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"cacheMaxAge": format!("{seconds}s")}})),
+                )
+                .await
+                .unwrap();
+            let written = Instant::now();
+            wait_for(
+                PROJECTION_TIMEOUT,
+                &format!("max-age={seconds} served"),
+                || async {
+                    let response = self.get("/.well-known/jwks.json", &[]).await?;
+                    let cache = response.header("cache-control").unwrap_or_default();
+                    if cache.contains(&format!("max-age={seconds}")) {
+                        Ok(())
+                    } else {
+                        Err(format!("Cache-Control: {cache}").into())
+                    }
+                },
+            )
+            .await;
+            delays.push(written.elapsed().as_secs_f64());
+        }
+        eprintln!("[node] ConfigMap change to served: {delays:?} s");
+        measured.insert("configmap_change_to_served_seconds", json!(delays));
+    }
+
     /// A rotation watched through the Service: the new kid is served before it signs (G1 with
     /// a real kubelet in between), and no request fails meanwhile.
     async fn rotation_is_served_before_the_key_signs(
@@ -284,7 +328,7 @@ impl ServedPublication {
         let keys: Api<SigningKey> = Api::namespaced(client.clone(), &self.namespace);
         let before = keys.get("web-key").await.unwrap();
         let old_kid = before.status.unwrap().active_kid.unwrap();
-        let poller = Poller::start(self.address.clone());
+        let poller = Poller::start(self.address.clone(), Duration::from_millis(200));
         keys.patch(
             "web-key",
             &PatchParams::default(),
@@ -338,7 +382,10 @@ impl ServedPublication {
              ({delay:#}), signs at {activates_at}; {} requests, none failed",
             polls.len()
         );
-        measured.insert("configmap_to_served_seconds", json!(delay.as_secs_f64()));
+        measured.insert(
+            "new_kid_configmap_to_served_seconds",
+            json!(delay.as_secs_f64()),
+        );
         measured.insert("requests_during_rotation", json!(polls.len()));
     }
 
@@ -346,7 +393,7 @@ impl ServedPublication {
     async fn a_server_pod_can_go_without_a_failed_request(&self, client: &Client) {
         let selector = "app.kubernetes.io/instance=web";
         let pods = ready_pods(client, &self.namespace, selector, 2).await;
-        let poller = Poller::start(self.address.clone());
+        let poller = Poller::start(self.address.clone(), Duration::from_millis(20));
         let api: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
         let victim = api.get(&pods[0]).await.unwrap();
         api.delete(&pods[0], &DeleteParams::default())
@@ -368,6 +415,11 @@ impl ServedPublication {
         .await;
         let polls = poller.stop();
         let failures: Vec<&String> = polls.iter().filter_map(|p| p.as_ref().err()).collect();
+        eprintln!(
+            "[node] a server pod went: {} requests, {} failed",
+            polls.len(),
+            failures.len()
+        );
         assert!(
             failures.is_empty(),
             "{} of {} requests failed while a server pod went: {failures:?}",
@@ -706,14 +758,15 @@ async fn wait_publication_ready(client: &Client, namespace: &str) {
     .await;
 }
 
-/// GETs the JWKS through the Service every 200 ms and records each outcome with its time.
+/// GETs the JWKS through the Service every `interval`, a new connection each time (so each may
+/// go to another pod), and records each outcome with its time.
 struct Poller {
     seen: Arc<Mutex<Vec<(Timestamp, Result<Vec<String>, String>)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Poller {
-    fn start(address: String) -> Poller {
+    fn start(address: String, interval: Duration) -> Poller {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         let task = tokio::spawn(async move {
@@ -733,7 +786,7 @@ impl Poller {
                     Err(e) => Err(e),
                 };
                 sink.lock().unwrap().push((Timestamp::now(), outcome));
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(interval).await;
             }
         });
         Poller { seen, task }
