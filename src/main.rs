@@ -148,6 +148,11 @@ struct ServeArgs {
         env = "JWKS_OPERATOR_LOG_FORMAT"
     )]
     log_format: cli::run::LogFormat,
+    /// On SIGTERM, keep accepting connections this many seconds before draining: behind a
+    /// Service, clients go on being sent to a terminating pod until every kube-proxy has
+    /// removed it (the Deployments the operator creates use 5).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    shutdown_delay_seconds: u64,
 }
 
 #[derive(Args)]
@@ -275,6 +280,7 @@ fn main() -> ExitCode {
                 .zip(args.tls_key)
                 .map(|(cert, key)| jwks_operator::server::TlsFiles { cert, key }),
             log_format: args.log_format,
+            shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_seconds),
         }),
         Command::Crds { out_dir } => cli::crds::run(out_dir.as_deref()),
         Command::Jwk(JwkCommand::Generate(args)) => cli::jwk::generate(cli::jwk::GenerateOptions {

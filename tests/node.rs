@@ -66,7 +66,7 @@ async fn the_operator_and_its_servers_run_on_a_real_node() {
     .await;
     lease_held_by_one_of(&client, OPERATOR_NAMESPACE, &operators).await;
 
-    let web = ServedPublication::create(&client).await;
+    let web = ServedPublication::create(&client, &mut measured).await;
     web.answers_like_a_jwks_endpoint().await;
     web.projection_delays(&client, &mut measured).await;
     web.rotation_is_served_before_the_key_signs(&client, &mut measured)
@@ -173,7 +173,7 @@ struct ServedPublication {
 }
 
 impl ServedPublication {
-    async fn create(client: &Client) -> ServedPublication {
+    async fn create(client: &Client, measured: &mut BTreeMap<&str, Value>) -> ServedPublication {
         let namespace = "web";
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -221,15 +221,28 @@ impl ServedPublication {
             namespace: namespace.into(),
             address: format!("{ip}:8080"),
         };
-        // Ready counts available pods; kube-proxy programs their endpoints a moment later
-        // (until then the Service refuses connections).
-        wait_for(TIMEOUT, "the Service to answer", || async {
-            match served.get("/.well-known/jwks.json", &[]).await? {
-                r if r.status == 200 => Ok(()),
-                r => Err(format!("HTTP {}", r.status).into()),
-            }
-        })
+        // Ready counts available pods and the keys in the ConfigMap. kube-proxy programs the
+        // pods' endpoints a moment later (until then the Service refuses connections), and
+        // pods that started before the key was in the ConfigMap serve it only once the kubelet
+        // has re-projected the volume.
+        let ready = Instant::now();
+        wait_for(
+            PROJECTION_TIMEOUT,
+            "the key served through the Service",
+            || async {
+                let response = served.get("/.well-known/jwks.json", &[]).await?;
+                let jwks: Value = serde_json::from_slice(&response.body)?;
+                match jwks["keys"].as_array() {
+                    Some(keys) if response.status == 200 && !keys.is_empty() => Ok(()),
+                    _ => Err(format!("HTTP {}: {}", response.status, response.text()).into()),
+                }
+            },
+        )
         .await;
+        measured.insert(
+            "publication_ready_to_key_served_seconds",
+            json!(ready.elapsed().as_secs_f64()),
+        );
         served
     }
 

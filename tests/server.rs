@@ -607,6 +607,59 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// Behind a Service, a terminating pod goes on receiving new connections until kube-proxy has
+/// removed it: with `--shutdown-delay-seconds`, new connections are still answered after
+/// SIGTERM, and only then does the server drain and exit (tests/node.rs shows the refused
+/// connection this prevents, on a real node).
+#[tokio::test]
+async fn sigterm_with_a_shutdown_delay_keeps_answering_new_connections_first() {
+    let dir = KubeletDir::new("content");
+    let jwks = jwks_document(1);
+    dir.publish(&published(&jwks, None, 60));
+    let mut server =
+        Server::start(&["--dir", dir.path_str(), "--shutdown-delay-seconds", "3"]).await;
+    server.wait_for_body(JWKS, &jwks).await;
+
+    server.process.signal("TERM");
+    wait_for(TIMEOUT, "the shutdown delay to begin", || async {
+        match server
+            .process
+            .log()
+            .contains("still accepting for the shutdown delay")
+        {
+            true => Ok(()),
+            false => Err("not yet".into()),
+        }
+    })
+    .await;
+    let request = format!("GET {JWKS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let response = raw_exchange(server.address, request.as_bytes()).await;
+    assert!(
+        response.starts_with("HTTP/1.1 200 ") && response.ends_with(&jwks),
+        "a new connection during the delay: {response}"
+    );
+    assert!(
+        !server
+            .process
+            .log()
+            .contains("stopped accepting connections"),
+        "the delay ended before the request (3 s)"
+    );
+
+    let status = wait_for(TIMEOUT, "the server to exit", || {
+        let status = server.process.try_status();
+        async move { status.ok_or_else(|| "still running".into()) }
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        server
+            .process
+            .log()
+            .contains("stopped accepting connections")
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The ConfigMap source
 

@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
+    /// How long to keep accepting after SIGTERM (see `serve --shutdown-delay-seconds`).
+    pub shutdown_delay: std::time::Duration,
 }
 
 pub fn run(options: ServeOptions) -> Result<ExitCode, CliError> {
@@ -62,12 +64,23 @@ pub fn run(options: ServeOptions) -> Result<ExitCode, CliError> {
                 }
             }
         };
+        let delay = options.shutdown_delay;
         let options = server::ServeOptions {
             listen: options.listen,
             source,
             tls: options.tls,
         };
-        server::serve(options, shutdown_signal())
+        let shutdown = async move {
+            shutdown_signal().await;
+            if !delay.is_zero() {
+                tracing::info!(
+                    seconds = delay.as_secs(),
+                    "stopping: still accepting for the shutdown delay"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        };
+        server::serve(options, shutdown)
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
         tracing::info!("stopped");
