@@ -638,13 +638,6 @@ async fn sigterm_with_a_shutdown_delay_keeps_answering_new_connections_first() {
         response.starts_with("HTTP/1.1 200 ") && response.ends_with(&jwks),
         "a new connection during the delay: {response}"
     );
-    assert!(
-        !server
-            .process
-            .log()
-            .contains("stopped accepting connections"),
-        "the delay ended before the request (3 s)"
-    );
 
     let status = wait_for(TIMEOUT, "the server to exit", || {
         let status = server.process.try_status();
