@@ -13,7 +13,6 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use support::{FIELD_MANAGER, TIMEOUT, kubectl, repo_root, test_namespace, wait_for};

@@ -698,8 +698,14 @@ async fn lease_held_by_one_of(client: &Client, namespace: &str, pods: &[String])
     .await;
 }
 
-/// Every log line of every container of the matching pods: none may say RBAC refused a call.
+/// Every log line of every container of the matching pods: none may say RBAC refused a call;
+/// and no container restarted (a crash would hide its log from this check).
 async fn no_forbidden_calls(client: &Client, namespace: &str, selector: &str) {
+    let restarts = pod_restarts(client, namespace, selector).await;
+    assert!(
+        restarts.values().all(|r| *r == 0),
+        "restarted: {restarts:?}"
+    );
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     for pod in api
         .list(&ListParams::default().labels(selector))
@@ -771,10 +777,13 @@ async fn wait_publication_ready(client: &Client, namespace: &str) {
     .await;
 }
 
+/// The kids a response served, or why the request failed.
+type Outcome = Result<Vec<String>, String>;
+
 /// GETs the JWKS through the Service every `interval`, a new connection each time (so each may
 /// go to another pod), and records each outcome with its time.
 struct Poller {
-    seen: Arc<Mutex<Vec<(Timestamp, Result<Vec<String>, String>)>>>,
+    seen: Arc<Mutex<Vec<(Timestamp, Outcome)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -816,7 +825,7 @@ impl Poller {
     }
 
     /// Stops polling; every outcome (the kids served, or why the request failed).
-    fn stop(self) -> Vec<Result<Vec<String>, String>> {
+    fn stop(self) -> Vec<Outcome> {
         self.task.abort();
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
         seen.into_iter().map(|(_, o)| o).collect()
