@@ -250,6 +250,34 @@ impl ServedPublication {
         http(&self.address, "GET", path, headers).await
     }
 
+    /// Waits until the server Deployment runs two up-to-date, available pods and no other pod
+    /// (an old one still terminating) is left behind the Service.
+    async fn rolled_out(&self, client: &Client) {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &self.namespace);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        wait_for(POD_TIMEOUT, "the server Deployment rolled out", || async {
+            let deployment = deployments.get("web-jwks").await?;
+            let status = deployment.status.unwrap_or_default();
+            let current = status.observed_generation == deployment.metadata.generation;
+            let counts = (
+                status.replicas,
+                status.updated_replicas,
+                status.available_replicas,
+            );
+            let left = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=web"))
+                .await?
+                .items
+                .len();
+            if current && counts == (Some(2), Some(2), Some(2)) && left == 2 {
+                Ok(())
+            } else {
+                Err(format!("replicas/updated/available {counts:?}, {left} pods").into())
+            }
+        })
+        .await;
+    }
+
     /// The JWKS through the ClusterIP, with ETag/304 and CORS.
     async fn answers_like_a_jwks_endpoint(&self) {
         let jwks = self
@@ -413,19 +441,7 @@ impl ServedPublication {
             .await
             .unwrap();
         support::wait_deleted(&api, &pods[0], &victim.uid().unwrap(), POD_TIMEOUT).await;
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &self.namespace);
-        wait_for(POD_TIMEOUT, "two available server pods again", || async {
-            let status = deployments
-                .get("web-jwks")
-                .await?
-                .status
-                .unwrap_or_default();
-            match status.available_replicas {
-                Some(2) => Ok(()),
-                n => Err(format!("{n:?} available").into()),
-            }
-        })
-        .await;
+        self.rolled_out(client).await;
         let polls = poller.stop();
         let failures: Vec<&String> = polls.iter().filter_map(|p| p.as_ref().err()).collect();
         eprintln!(
@@ -480,6 +496,9 @@ impl ServedPublication {
             })
         })
         .await;
+        // Until the plain-HTTP pods are gone (they keep accepting through their shutdown
+        // delay), a TLS client may still reach one of them.
+        self.rolled_out(client).await;
         wait_publication_ready(client, &self.namespace).await;
         let discovery = wait_for(
             PROJECTION_TIMEOUT,
