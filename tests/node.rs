@@ -50,6 +50,7 @@ async fn the_operator_and_its_servers_run_on_a_real_node() {
         "0",
         "the node (containerd, network namespaces, iptables) needs root; run the tests as root"
     );
+    let before = MachineNetwork::now();
     support::use_node(vec![image_archive()]);
     let cp = shared_control_plane().await;
     let client = support::client().await;
@@ -91,7 +92,7 @@ async fn the_operator_and_its_servers_run_on_a_real_node() {
     .unwrap();
     eprintln!("[node] measured: {report}");
 
-    teardown_leaves_nothing(&cp.dir);
+    teardown_leaves_nothing(&cp.dir, &before);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,7 +555,7 @@ impl ServedPublication {
 }
 
 /// Stops the control plane and its node, then looks for anything they left on this machine.
-fn teardown_leaves_nothing(kcp_dir: &Path) {
+fn teardown_leaves_nothing(kcp_dir: &Path, before: &MachineNetwork) {
     let stop = Command::new(repo_root().join("hack/control-plane/start.sh"))
         .arg("stop")
         .env("KCP_DIR", kcp_dir)
@@ -566,6 +567,11 @@ fn teardown_leaves_nothing(kcp_dir: &Path) {
         text(&stop.stderr)
     );
     let node_dir = "/var/lib/kcp-node";
+    assert_eq!(
+        &MachineNetwork::now(),
+        before,
+        "veths or network namespaces left"
+    );
     let links = capture(Command::new("ip").args(["-o", "link", "show"]));
     assert!(
         !links.contains(": kcp0"),
@@ -592,6 +598,37 @@ fn teardown_leaves_nothing(kcp_dir: &Path) {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// The machine's veth links and named network namespaces: a pod's veth and network namespace
+/// must go with the node.
+#[derive(Debug, PartialEq)]
+struct MachineNetwork {
+    veths: Vec<String>,
+    namespaces: Vec<String>,
+}
+
+impl MachineNetwork {
+    fn now() -> MachineNetwork {
+        // The `column`th word of each line, sorted.
+        let column = |cmd: &mut Command, column: usize| -> Vec<String> {
+            let mut words: Vec<String> = capture(cmd)
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(column).map(str::to_owned))
+                .collect();
+            words.sort();
+            words
+        };
+        MachineNetwork {
+            // "7: veth1234@if2: <BROADCAST,...": the name is the second word.
+            veths: column(
+                Command::new("ip").args(["-o", "link", "show", "type", "veth"]),
+                1,
+            ),
+            // "cni-1234 (id: 0)": the first.
+            namespaces: column(Command::new("ip").args(["netns", "list"]), 0),
+        }
+    }
+}
 
 /// The operator image, built by hack/image/build.sh (`make image`; `make test` runs it first).
 fn image_archive() -> PathBuf {
