@@ -41,6 +41,8 @@ const PROJECTION_TIMEOUT: Duration = Duration::from_secs(180);
 /// tells users to choose it.
 const PRE_PUBLISH: &str = "3m";
 const PRE_PUBLISH_SECONDS: i64 = 180;
+/// The publication `web`'s server pods.
+const SERVER_PODS: &str = "app.kubernetes.io/instance=web";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operator_and_its_servers_run_on_a_real_node() {
@@ -223,19 +225,31 @@ impl ServedPublication {
             address: format!("{ip}:8080"),
         };
         // Ready counts available pods and the keys in the ConfigMap. kube-proxy programs the
-        // pods' endpoints a moment later (until then the Service refuses connections), and
-        // pods that started before the key was in the ConfigMap serve it only once the kubelet
-        // has re-projected the volume.
+        // pods' endpoints a moment later (until then the Service refuses connections), and a
+        // pod that started before the key was in the ConfigMap serves it only once the kubelet
+        // has re-projected its volume: wait until the Service answers and every pod has the key.
         let ready = Instant::now();
+        wait_for(TIMEOUT, "the Service to answer", || async {
+            match served.get("/.well-known/jwks.json", &[]).await?.status {
+                200 => Ok(()),
+                status => Err(format!("HTTP {status}").into()),
+            }
+        })
+        .await;
         wait_for(
             PROJECTION_TIMEOUT,
-            "the key served through the Service",
+            "every server pod to serve a key",
             || async {
-                let response = served.get("/.well-known/jwks.json", &[]).await?;
-                let jwks: Value = serde_json::from_slice(&response.body)?;
-                match jwks["keys"].as_array() {
-                    Some(keys) if response.status == 200 && !keys.is_empty() => Ok(()),
-                    _ => Err(format!("HTTP {}: {}", response.status, response.text()).into()),
+                let lagging: Vec<String> = served
+                    .kids_by_pod(client)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, kids)| kids.is_empty())
+                    .map(|(pod, _)| pod)
+                    .collect();
+                match lagging.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!("no key yet from {lagging:?}").into()),
                 }
             },
         )
@@ -266,7 +280,7 @@ impl ServedPublication {
                 status.available_replicas,
             );
             let left = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=web"))
+                .list(&ListParams::default().labels(SERVER_PODS))
                 .await?
                 .items
                 .len();
@@ -277,6 +291,45 @@ impl ServedPublication {
             }
         })
         .await;
+    }
+
+    /// The kids each server pod serves, asked at its pod IP (the Service picks one at random).
+    async fn kids_by_pod(
+        &self,
+        client: &Client,
+    ) -> Result<Vec<(String, Vec<String>)>, support::Pending> {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let port = self.address.rsplit(':').next().unwrap_or("8080");
+        let mut served = Vec::new();
+        for pod in api
+            .list(&ListParams::default().labels(SERVER_PODS))
+            .await?
+            .items
+        {
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let ip = pod
+                .status
+                .and_then(|s| s.pod_ip)
+                .ok_or("a pod without an IP")?;
+            let response = http(
+                &format!("{ip}:{port}"),
+                "GET",
+                "/.well-known/jwks.json",
+                &[],
+            )
+            .await?;
+            let jwks: Value = serde_json::from_slice(&response.body)?;
+            let kids = jwks["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                .collect();
+            served.push((pod.metadata.name.unwrap_or_default(), kids));
+        }
+        Ok(served)
     }
 
     /// The JWKS through the ClusterIP, with ETag/304 and CORS.
@@ -400,11 +453,24 @@ impl ServedPublication {
             Ok(key.published_at.0)
         })
         .await;
-        let served_at = wait_for(PROJECTION_TIMEOUT, "the new kid served by the pods", || {
-            let poller = &poller;
-            let new_kid = &new_kid;
-            async move { poller.first_seen(new_kid).ok_or_else(|| "not yet".into()) }
-        })
+        // Served once every pod serves it: a verifier may reach any of them.
+        let served_at = wait_for(
+            PROJECTION_TIMEOUT,
+            "the new kid served by every pod",
+            || async {
+                let lagging: Vec<String> = self
+                    .kids_by_pod(client)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, kids)| !kids.contains(&new_kid))
+                    .map(|(pod, _)| pod)
+                    .collect();
+                match lagging.is_empty() {
+                    true => Ok(Timestamp::now()),
+                    false => Err(format!("not yet from {lagging:?}").into()),
+                }
+            },
+        )
         .await;
         let polls = poller.stop();
         let failures: Vec<&String> = polls.iter().filter_map(|p| p.as_ref().err()).collect();
@@ -433,7 +499,7 @@ impl ServedPublication {
 
     /// One of the two server pods is deleted: the Service answers every request meanwhile.
     async fn a_server_pod_can_go_without_a_failed_request(&self, client: &Client) {
-        let selector = "app.kubernetes.io/instance=web";
+        let selector = SERVER_PODS;
         let pods = ready_pods(client, &self.namespace, selector, 2).await;
         let poller = Poller::start(self.address.clone(), Duration::from_millis(20));
         let api: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
@@ -524,7 +590,7 @@ impl ServedPublication {
         );
         self.tokens_verify_in_real_libraries(client, &issuer, &ca.dir.join("ca.crt"))
             .await;
-        let selector = "app.kubernetes.io/instance=web";
+        let selector = SERVER_PODS;
         let before = pod_restarts(client, &self.namespace, selector).await;
 
         secrets
@@ -868,16 +934,6 @@ impl Poller {
             }
         });
         Poller { seen, task }
-    }
-
-    /// When `kid` was first served.
-    fn first_seen(&self, kid: &str) -> Option<Timestamp> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, o)| o.as_ref().is_ok_and(|kids| kids.iter().any(|k| k == kid)))
-            .map(|(at, _)| *at)
     }
 
     /// Stops polling; every outcome (the kids served, or why the request failed).
