@@ -151,7 +151,7 @@ struct ServeArgs {
     /// On SIGTERM, keep accepting connections this many seconds before draining: behind a
     /// Service, clients go on being sent to a terminating pod until every kube-proxy has
     /// removed it (the Deployments the operator creates use 5).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
     shutdown_delay_seconds: u64,
 }
 

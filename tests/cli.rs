@@ -61,6 +61,16 @@ fn fixtures() -> PathBuf {
 /// (arguments, exit code, a phrase the one-line message must contain). `{}` is the fixture dir.
 const BAD_INPUTS: &[(&[&str], i32, &str)] = &[
     (
+        &["serve", "--dir", "{}", "--shutdown-delay-seconds", "301"],
+        2,
+        "not in 0..=300",
+    ),
+    (
+        &["serve", "--dir", "{}", "--shutdown-delay-seconds", "-1"],
+        2,
+        "unexpected argument '-1'",
+    ),
+    (
         &["jwk", "generate", "--alg", "HS256"],
         2,
         "unknown algorithm",
