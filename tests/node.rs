@@ -10,6 +10,8 @@
 //!
 //! Needs root and the image archive: `make test` builds it first (`make image` alone).
 
+#[path = "fixtures/mod.rs"]
+mod fixtures;
 mod support;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fixtures::openssl;
 use jwks_operator::api::{JwksPublication, KeyState, SigningKey};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -824,10 +827,16 @@ async fn lease_held_by_one_of(client: &Client, namespace: &str, pods: &[String])
 /// and no container restarted (a crash would hide its log from this check).
 async fn no_forbidden_calls(client: &Client, namespace: &str, selector: &str) {
     let restarts = pod_restarts(client, namespace, selector).await;
-    assert!(
-        restarts.values().all(|r| *r == 0),
-        "restarted: {restarts:?}"
-    );
+    let mut why = String::new();
+    for (pod, _) in restarts.iter().filter(|(_, r)| **r > 0) {
+        let previous = kubectl(&["logs", "-n", namespace, pod, "--previous", "--tail=40"]).await;
+        let described = kubectl(&["describe", "pod", "-n", namespace, pod]).await;
+        why.push_str(&format!(
+            "--- {pod}, previous container:\n{previous}\n{}\n",
+            described.stdout
+        ));
+    }
+    assert!(why.is_empty(), "restarted: {restarts:?}\n{why}");
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     for pod in api
         .list(&ListParams::default().labels(selector))
@@ -944,6 +953,22 @@ impl Poller {
     }
 }
 
+/// A new P-256 private key in `dir/file`.
+fn ec_key(dir: &Path, file: &str) {
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            file,
+        ],
+    );
+}
+
 /// A test CA (openssl) and the server certificates it issues for the server's Secret.
 struct Certificates {
     dir: PathBuf,
@@ -951,18 +976,7 @@ struct Certificates {
 
 impl Certificates {
     fn new_ca(dir: &Path) -> Certificates {
-        openssl(
-            dir,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "ca.key",
-            ],
-        );
+        ec_key(dir, "ca.key");
         openssl(
             dir,
             &[
@@ -987,18 +1001,7 @@ impl Certificates {
     /// A `kubernetes.io/tls` Secret for `ip`, issued as `name` (its files stay in the dir).
     fn server_secret(&self, secret: &str, ip: &str, name: &str) -> Secret {
         let dir = &self.dir;
-        openssl(
-            dir,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                &format!("{name}.key"),
-            ],
-        );
+        ec_key(dir, &format!("{name}.key"));
         openssl(
             dir,
             &[
@@ -1083,19 +1086,6 @@ impl Certificates {
         let serial = text(&out.stdout).trim().to_owned();
         (out.status.success() && serial.starts_with("serial=")).then_some(serial)
     }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        text(&out.stderr)
-    );
 }
 
 fn futures_ready<T>(value: T) -> std::future::Ready<T> {
