@@ -95,14 +95,8 @@ struct RunArgs {
     /// RBAC that grants Secrets there only (the chart's `secretNamespaces`).
     #[arg(long, value_name = "NS,NS", value_delimiter = ',')]
     secret_namespaces: Option<Vec<String>>,
-    /// Log as human-readable text or as one JSON object per line.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "JWKS_OPERATOR_LOG_FORMAT"
-    )]
-    log_format: cli::run::LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// Image of the JWKS server Deployments (this operator's own image: it runs `serve`).
     #[arg(
         long,
@@ -127,6 +121,18 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct LogArgs {
+    /// Log as human-readable text or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "JWKS_OPERATOR_LOG_FORMAT"
+    )]
+    log_format: cli::run::LogFormat,
+}
+
+#[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     source: ServeSource,
@@ -140,14 +146,8 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert (e.g. tls.key); reloaded when the file changes.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Log as human-readable text or as one JSON object per line.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "JWKS_OPERATOR_LOG_FORMAT"
-    )]
-    log_format: cli::run::LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// On SIGTERM, keep accepting connections this many seconds before draining: behind a
     /// Service, clients go on being sent to a terminating pod until every kube-proxy has
     /// removed it (the Deployments the operator creates use 5).
@@ -265,7 +265,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(cli::run::RunOptions {
             namespace: args.namespace,
             secret_namespaces: args.secret_namespaces,
-            log_format: args.log_format,
+            log_format: args.log.log_format,
             server_image: args.server_image,
             metrics_listen: args.metrics_listen,
             leader_election: args.leader_election,
@@ -279,7 +279,7 @@ fn main() -> ExitCode {
                 .tls_cert
                 .zip(args.tls_key)
                 .map(|(cert, key)| jwks_operator::server::TlsFiles { cert, key }),
-            log_format: args.log_format,
+            log_format: args.log.log_format,
             shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_seconds),
         }),
         Command::Crds { out_dir } => cli::crds::run(out_dir.as_deref()),

@@ -1,6 +1,7 @@
 //! The custom resources: `SigningKey` and `JwksPublication` (API group `jwks-operator.io`,
 //! version `v1alpha1`). Data and admission rules only; no behaviour.
 
+pub mod conditions;
 mod duration;
 mod jwks_publication;
 mod signing_key;
@@ -21,6 +22,11 @@ use kube::CustomResourceExt;
 
 pub const GROUP: &str = "jwks-operator.io";
 
+/// The label every object the operator creates carries, with the value [`MANAGER`]: the
+/// operator's watches of owned objects select on it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "jwks-operator";
+
 /// Label selecting the SigningKeys a publication named in it includes (the examples' convention).
 pub const PUBLICATION_LABEL: &str = "jwks-operator.io/publication";
 
@@ -39,14 +45,24 @@ pub fn revoked_kids(key: &SigningKey) -> std::collections::BTreeSet<String> {
     use kube::ResourceExt;
     key.annotations()
         .get(REVOKE_ANNOTATION)
-        .map(|kids| {
-            kids.split(',')
-                .map(str::trim)
-                .filter(|kid| !kid.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|value| kid_list(value).map(str::to_owned).collect())
         .unwrap_or_default()
+}
+
+/// The revoke annotation's value after adding `kids` to `existing`: the union, sorted, without
+/// duplicates (what `jwks-operator revoke` writes).
+pub fn revoke_value(existing: Option<&str>, kids: &[String]) -> String {
+    let mut all: std::collections::BTreeSet<&str> =
+        kid_list(existing.unwrap_or_default()).collect();
+    all.extend(kids.iter().map(String::as_str));
+    all.into_iter().collect::<Vec<_>>().join(",")
+}
+
+fn kid_list(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|kid| !kid.is_empty())
 }
 
 /// Every CRD this operator serves, in a stable order.
@@ -102,4 +118,37 @@ pub fn crd_files() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError
             Ok((name, format!("---\n{}", serde_saphyr::to_string(&crd)?)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn revoked_kids_are_a_sorted_union_without_duplicates() {
+        assert_eq!(revoke_value(None, &kids(&["b", "a", "b"])), "a,b");
+        assert_eq!(revoke_value(Some("c,a"), &kids(&["b", "a"])), "a,b,c");
+        assert_eq!(revoke_value(Some(" a , ,b,"), &kids(&["c"])), "a,b,c");
+        assert_eq!(revoke_value(Some(""), &kids(&["x"])), "x");
+    }
+
+    #[test]
+    fn default_rotation_is_what_an_empty_rotation_deserializes_to() {
+        let rotation = RotationSpec::default();
+        assert_eq!(rotation.interval, None);
+        assert_eq!(
+            rotation.pre_publish.parse(),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            rotation.grace_period.parse(),
+            Ok(std::time::Duration::from_secs(86_400))
+        );
+        let empty: RotationSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(empty, rotation);
+    }
 }

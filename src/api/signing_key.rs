@@ -196,6 +196,14 @@ impl RotationSpec {
     }
 }
 
+impl SigningKeySpec {
+    /// The rotation settings, with the CRD's defaults when `rotation` is absent: the one
+    /// reading of an absent `rotation` (planner, publication, CLI).
+    pub fn rotation(&self) -> RotationSpec {
+        self.rotation.clone().unwrap_or_default()
+    }
+}
+
 /// No automatic rotation, the default prePublish and gracePeriod: what an absent `rotation`
 /// means.
 impl Default for RotationSpec {

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use jwks_operator::api::{REVOKE_ANNOTATION, ROTATE_ANNOTATION, RotationSpec, SigningKey};
+use jwks_operator::api::{
+    REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey, revoke_value, revoked_kids,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Patch;
 use serde_json::json;
@@ -29,7 +31,7 @@ pub fn rotate(name: &str, namespace: Option<String>) -> Result<ExitCode, CliErro
             .patch(name, &cluster::patch_params(), &Patch::Merge(&patch))
             .await
             .map_err(|e| cluster.error(&what, e))?;
-        let pre_publish = rotation_of(&key).pre_publish;
+        let pre_publish = key.spec.rotation().pre_publish;
         println!(
             "{what}: rotation requested (the new key signs after prePublish {})",
             shown_duration(&pre_publish)
@@ -63,12 +65,12 @@ pub fn revoke(
             let key = api.get(name).await.map_err(|e| cluster.error(&what, e))?;
             let held = held_kids(&key);
             let existing = annotation(&key, REVOKE_ANNOTATION);
-            let already = parse_revoked(existing);
+            let already = revoked_kids(&key);
             // A kid already revoked may have left the status; asking again is harmless.
             let unknown: Vec<&str> = kids
                 .iter()
                 .map(String::as_str)
-                .filter(|kid| !held.contains(kid) && !already.contains(kid))
+                .filter(|kid| !held.contains(kid) && !already.contains(*kid))
                 .collect();
             if !unknown.is_empty() && !force {
                 return Err(CliError::Failed(format!(
@@ -81,7 +83,7 @@ pub fn revoke(
                     }
                 )));
             }
-            let revoked = merge_revoked(existing, kids);
+            let revoked = revoke_value(existing, kids);
             // The resourceVersion makes this write fail (409) if the SigningKey changed since the
             // read, so a concurrent revoke is never overwritten.
             let patch = json!({"metadata": {
@@ -101,7 +103,7 @@ pub fn revoke(
                 .map(String::as_str)
                 .collect::<BTreeSet<_>>()
                 .into_iter()
-                .partition(|kid| already.contains(kid));
+                .partition(|kid| already.contains(*kid));
             if !new.is_empty() {
                 println!("{what}: revoked {}", new.join(", "));
             }
@@ -128,22 +130,6 @@ pub fn rotate_value(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-/// The revoke annotation after adding `kids`: the union with `existing`, sorted, de-duplicated.
-pub fn merge_revoked(existing: Option<&str>, kids: &[String]) -> String {
-    let mut all = parse_revoked(existing);
-    all.extend(kids.iter().map(String::as_str));
-    all.into_iter().collect::<Vec<_>>().join(",")
-}
-
-fn parse_revoked(value: Option<&str>) -> BTreeSet<&str> {
-    value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|kid| !kid.is_empty())
-        .collect()
-}
-
 fn held_kids(key: &SigningKey) -> Vec<&str> {
     key.status
         .iter()
@@ -160,26 +146,9 @@ fn annotation<'a>(key: &'a SigningKey, name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// The SigningKey's rotation settings, with the CRD's defaults when `spec.rotation` is absent.
-pub fn rotation_of(key: &SigningKey) -> RotationSpec {
-    key.spec.rotation.clone().unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kids(list: &[&str]) -> Vec<String> {
-        list.iter().map(|k| k.to_string()).collect()
-    }
-
-    #[test]
-    fn revoked_kids_are_a_sorted_union_without_duplicates() {
-        assert_eq!(merge_revoked(None, &kids(&["b", "a", "b"])), "a,b");
-        assert_eq!(merge_revoked(Some("c,a"), &kids(&["b", "a"])), "a,b,c");
-        assert_eq!(merge_revoked(Some(" a , ,b,"), &kids(&["c"])), "a,b,c");
-        assert_eq!(merge_revoked(Some(""), &kids(&["x"])), "x");
-    }
 
     #[test]
     fn rotate_values_carry_microseconds_in_utc() {
@@ -187,21 +156,5 @@ mod tests {
         assert_eq!(rotate_value(at), "2025-03-01T12:00:00.000001Z");
         let later: Timestamp = "2025-03-01T12:00:00.000002Z".parse().unwrap();
         assert_ne!(rotate_value(at), rotate_value(later));
-    }
-
-    #[test]
-    fn default_rotation_is_what_an_empty_rotation_deserializes_to() {
-        let rotation = RotationSpec::default();
-        assert_eq!(rotation.interval, None);
-        assert_eq!(
-            rotation.pre_publish.parse(),
-            Ok(std::time::Duration::from_secs(3600))
-        );
-        assert_eq!(
-            rotation.grace_period.parse(),
-            Ok(std::time::Duration::from_secs(86_400))
-        );
-        let empty: RotationSpec = serde_json::from_value(json!({})).unwrap();
-        assert_eq!(empty, rotation);
     }
 }

@@ -1,6 +1,7 @@
 //! `jwks-operator run`: the operator process (the controllers, optionally behind a leader
 //! lease, and its metrics and health endpoint) until SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use jwks_operator::controller::leadership::{self, LeaseSettings};
 use jwks_operator::controller::metrics::OperatorMetrics;
-use jwks_operator::controller::{self, Scope, Settings, telemetry};
+use jwks_operator::controller::{self, Scope, Settings, admin};
 use tracing_subscriber::EnvFilter;
 
 use super::CliError;
@@ -49,10 +50,10 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
         let ready = Arc::new(AtomicBool::new(false));
         let shutdown = shutdown_signal().shared();
         if let Some(address) = options.metrics_listen {
-            let listener = telemetry::bind(address)
+            let listener = admin::bind(address)
                 .await
                 .map_err(|e| CliError::Failed(format!("cannot listen on {address}: {e}")))?;
-            tokio::spawn(telemetry::serve(
+            tokio::spawn(admin::serve(
                 listener,
                 metrics.clone(),
                 ready.clone(),
@@ -112,11 +113,18 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour for a person at a terminal only: a log file or collector gets plain text.
+        .with_ansi(colour_allowed(std::io::stderr().is_terminal()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Colour codes only on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn colour_allowed(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.

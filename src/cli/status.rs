@@ -12,7 +12,6 @@ use kube::{Api, ResourceExt as _};
 use super::CliError;
 use super::cluster::{self, Cluster};
 use super::format::{Table, absolute, due, relative, shown_duration};
-use super::manual::rotation_of;
 
 /// Which SigningKeys to show.
 pub enum Scope {
@@ -101,7 +100,7 @@ pub fn render_list(keys: &[SigningKey], all_namespaces: bool, now: Timestamp) ->
 
 /// One SigningKey: its settings, its keys and its conditions.
 pub fn render_detail(key: &SigningKey, now: Timestamp) -> String {
-    let rotation = rotation_of(key);
+    let rotation = key.spec.rotation();
     let schedule = format!(
         "prePublish {}, gracePeriod {}",
         shown_duration(&rotation.pre_publish),

@@ -4,6 +4,7 @@
 //! by reason alone and keeps the first note, which would hide which key an event is about).
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -14,7 +15,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
-use tokio::sync::Mutex;
+
+use super::conditions::{MAX_MESSAGE_BYTES, bounded};
 
 /// How long a repeat joins the series of the event it repeats.
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
@@ -73,26 +75,16 @@ impl EventRecorder {
             related: event.secondary.as_ref().and_then(|r| r.field_path.clone()),
         };
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
-        let mut recent = self.recent.lock().await;
-        recent.retain(|_, r| {
-            Duration::try_from(now.duration_since(r.last)).is_ok_and(|age| age < SERIES_WINDOW)
-        });
-        if let Some(repeat) = recent.get_mut(&key) {
-            repeat.count += 1;
-            repeat.last = now;
-            let series = json!({"series": EventSeries { count: repeat.count, last_observed_time: MicroTime(now) }});
+        if let Some((name, count)) = self.repeat_of(&key, now) {
+            let series =
+                json!({"series": EventSeries { count, last_observed_time: MicroTime(now) }});
             let patched = events
-                .patch(
-                    &repeat.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&series),
-                )
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
                 .await;
             if patched.is_ok() {
                 return Ok(());
             }
             // The event expired or was deleted: start a new one.
-            recent.remove(&key);
         }
         let name = format!(
             "{}.{:x}",
@@ -108,10 +100,7 @@ impl EventRecorder {
             event_time: Some(MicroTime(now)),
             action: Some(event.action.clone()),
             reason: Some(event.reason.clone()),
-            note: event
-                .note
-                .clone()
-                .map(|n| super::bounded(n, super::MAX_MESSAGE_BYTES)),
+            note: event.note.clone().map(|n| bounded(n, MAX_MESSAGE_BYTES)),
             type_: Some(type_.into()),
             regarding: Some(regarding.clone()),
             related: event.secondary.clone(),
@@ -120,7 +109,7 @@ impl EventRecorder {
             ..K8sEvent::default()
         };
         events.create(&PostParams::default(), &created).await?;
-        recent.insert(
+        self.recent().insert(
             key,
             Recent {
                 name,
@@ -129,5 +118,24 @@ impl EventRecorder {
             },
         );
         Ok(())
+    }
+
+    /// The name and new count of the recent event `key` repeats, counted as repeated at `now`;
+    /// forgets events older than the series window. The lock is held for this bookkeeping only,
+    /// never across an API request, so event writes of concurrent reconciles do not queue.
+    fn repeat_of(&self, key: &Key, now: Timestamp) -> Option<(String, i32)> {
+        let mut recent = self.recent();
+        recent.retain(|_, r| {
+            Duration::try_from(now.duration_since(r.last)).is_ok_and(|age| age < SERIES_WINDOW)
+        });
+        let repeat = recent.get_mut(key)?;
+        repeat.count += 1;
+        repeat.last = now;
+        Some((repeat.name.clone(), repeat.count))
+    }
+
+    fn recent(&self) -> MutexGuard<'_, HashMap<Key, Recent>> {
+        // The map is bookkeeping only: a panic elsewhere while it was held leaves it usable.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -10,6 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -22,6 +23,17 @@ pub struct ObjectLabels {
 struct ControllerLabels {
     controller: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    /// [`super::Error::category`]: what kind of failure, never which object.
+    category: &'static str,
+}
+
+/// Reconcile durations: mostly a few API round trips (milliseconds), up to key generation and
+/// slow apiservers (seconds).
+const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// What one SigningKey reconcile leaves for the metrics.
 pub struct KeyObservation {
@@ -41,7 +53,8 @@ struct Instants {
 pub struct OperatorMetrics {
     registry: Registry,
     reconciliations: Family<ControllerLabels, Counter>,
-    reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     rotations: Family<ObjectLabels, Counter>,
     revocations: Family<ObjectLabels, Counter>,
     key_age: Family<ObjectLabels, Gauge<f64, AtomicU64>>,
@@ -64,6 +77,7 @@ impl OperatorMetrics {
             registry: Registry::with_prefix("jwks_operator"),
             reconciliations: Family::default(),
             reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
             rotations: Family::default(),
             revocations: Family::default(),
             key_age: Family::default(),
@@ -81,8 +95,14 @@ impl OperatorMetrics {
         );
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed and will be retried, by controller",
+            "Reconciles that failed and will be retried, by controller and error category",
             metrics.reconcile_errors.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "How long reconciles take, failed ones included, by controller",
+            Unit::Seconds,
+            metrics.reconcile_duration.clone(),
         );
         registry.register(
             "rotations",
@@ -129,7 +149,7 @@ impl OperatorMetrics {
             );
             drop(
                 metrics
-                    .reconcile_errors
+                    .reconcile_duration
                     .get_or_create(&ControllerLabels { controller }),
             );
         }
@@ -145,10 +165,19 @@ impl OperatorMetrics {
             .inc();
     }
 
-    pub fn reconcile_failed(&self, controller: &'static str) {
+    pub fn reconcile_failed(&self, controller: &'static str, category: &'static str) {
         self.reconcile_errors
-            .get_or_create(&ControllerLabels { controller })
+            .get_or_create(&ErrorLabels {
+                controller,
+                category,
+            })
             .inc();
+    }
+
+    pub fn observe_duration(&self, controller: &'static str, duration: std::time::Duration) {
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(duration.as_secs_f64());
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -274,7 +303,22 @@ mod tests {
         );
         assert!(
             text.contains(
-                r#"jwks_operator_reconcile_errors_total{controller="jwkspublication"} 0"#
+                r#"jwks_operator_reconcile_duration_seconds_count{controller="jwkspublication"} 0"#
+            ),
+            "{text}"
+        );
+        metrics.reconcile_failed("signingkey", "conflict");
+        metrics.observe_duration("signingkey", std::time::Duration::from_millis(30));
+        let text = metrics.encode(t0);
+        assert!(
+            text.contains(
+                r#"jwks_operator_reconcile_errors_total{controller="signingkey",category="conflict"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"jwks_operator_reconcile_duration_seconds_bucket{le="0.05",controller="signingkey"} 1"#
             ),
             "{text}"
         );

@@ -1,22 +1,28 @@
 //! The I/O shell: controllers that read what they need, call the pure core, apply the result
 //! with server-side apply and report through status and events.
 
+pub mod admin;
+mod apply;
 pub mod clock;
+pub mod conditions;
+mod error;
 mod events;
 pub mod leadership;
 pub mod metrics;
 pub mod publication;
 pub mod signing_key;
-pub mod telemetry;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::{Client, Error as KubeError};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource, ResourceExt};
+use tracing::Instrument;
+
+pub use error::{During, Error};
 
 /// The one field manager every write of the operator uses.
 pub const FIELD_MANAGER: &str = "jwks-operator";
@@ -31,75 +37,6 @@ pub struct Context {
     pub clock: clock::ApiClock,
     /// The only namespaces whose Secrets the operator may touch (absent: every managed one).
     pub secret_namespaces: Option<BTreeSet<String>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] KubeError),
-    #[error("cannot encode the key ring: {0}")]
-    Encode(#[from] crate::jose::Error),
-    #[error("{0} has no namespace")]
-    NotNamespaced(String),
-    #[error(transparent)]
-    Clock(#[from] clock::ClockError),
-}
-
-impl Error {
-    /// A write lost an optimistic-concurrency race: retry at once with fresh reads.
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube(KubeError::Api(status)) if status.code == 409)
-    }
-
-    /// How long to wait before retrying after this error.
-    pub fn retry_after(&self) -> Duration {
-        if self.is_conflict() {
-            Duration::from_millis(50)
-        } else {
-            Duration::from_secs(5)
-        }
-    }
-}
-
-/// A status condition of this generation; its `lastTransitionTime` is kept from `previous` when
-/// the status did not change, as Kubernetes conventions ask.
-pub fn condition(
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: Timestamp,
-    (type_, status, reason, message): (&str, &str, &str, String),
-) -> Condition {
-    let transition = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: bounded(message, MAX_MESSAGE_BYTES),
-        observed_generation: generation,
-        last_transition_time: transition,
-    }
-}
-
-/// Condition messages and event notes are cut at this many bytes: they are read by far more
-/// people than the objects they describe, and an event note may not exceed 1 KiB.
-pub const MAX_MESSAGE_BYTES: usize = 1000;
-
-/// `text`, cut at a character boundary to at most `max` bytes (with `…` when cut).
-pub fn bounded(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
 }
 
 /// Which namespaces the operator manages.
@@ -161,16 +98,85 @@ pub async fn run(
     )
     .graceful_shutdown_on(shutdown.clone())
     .run(
-        signing_key::reconcile,
-        signing_key::error_policy,
+        |key, context| {
+            observed(
+                signing_key::CONTROLLER,
+                key,
+                context,
+                signing_key::reconcile,
+            )
+        },
+        |key, error, context| error_policy(signing_key::CONTROLLER, &*key, error, &context),
         context.clone(),
     )
     .for_each(log_stream_error);
     let publications = publication::controller(client, &settings.scope)
         .graceful_shutdown_on(shutdown)
-        .run(publication::reconcile, publication::error_policy, context)
+        .run(
+            |publication, context| {
+                observed(
+                    publication::CONTROLLER,
+                    publication,
+                    context,
+                    publication::reconcile,
+                )
+            },
+            |publication, error, context| {
+                error_policy(publication::CONTROLLER, &*publication, error, &context)
+            },
+            context,
+        )
         .for_each(log_stream_error);
     futures::join!(signing_keys, publications);
+}
+
+/// Runs one reconcile in a span naming the object (every log line of it carries them) and
+/// counts it and its duration.
+async fn observed<K, F, R>(
+    controller: &'static str,
+    object: Arc<K>,
+    context: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource,
+    F: FnOnce(Arc<K>, Arc<Context>) -> R,
+    R: Future<Output = Result<Action, Error>>,
+{
+    let span = tracing::info_span!(
+        "reconcile",
+        controller,
+        namespace = object.namespace(),
+        name = object.name_any(),
+        generation = object.meta().generation,
+    );
+    let metrics = context.metrics.clone();
+    metrics.reconciled(controller);
+    let started = Instant::now();
+    let result = reconcile(object, context).instrument(span).await;
+    metrics.observe_duration(controller, started.elapsed());
+    result
+}
+
+/// Counts a failed reconcile by its error's category, logs it (a lost write race quietly) and
+/// retries after the error's delay.
+fn error_policy<K: Resource>(
+    controller: &'static str,
+    object: &K,
+    error: &Error,
+    context: &Context,
+) -> Action {
+    context
+        .metrics
+        .reconcile_failed(controller, error.category());
+    let (namespace, name) = (object.namespace(), object.name_any());
+    if error.is_conflict() {
+        // Another writer (a second operator, a user) changed the object since it was read.
+        tracing::debug!(controller, namespace, name, %error, "write conflict; retrying with fresh reads");
+    } else {
+        tracing::warn!(controller, namespace, name, %error, category = error.category(), "reconcile failed");
+    }
+    Action::requeue(error.retry_after())
 }
 
 /// Reconcile errors are logged by the error policies; what reaches here are watch errors.

@@ -90,8 +90,9 @@ impl Algorithm {
             Algorithm::Es256 => "ES256",
             Algorithm::Es384 => "ES384",
             Algorithm::Es512 => "ES512",
-            // RFC 9864 deprecates "EdDSA" for "Ed25519", but PyJWT and go-jose do not accept the
-            // new name yet (jose-interop.md §0.3), so publish the name every verifier knows.
+            // RFC 9864 deprecates "EdDSA" for "Ed25519", but verifiers lag: PyJWT drops a JWK
+            // whose alg is "Ed25519" and go-jose rejects the name, so publish the name every
+            // verifier knows.
             Algorithm::EdDsa => "EdDSA",
             Algorithm::RsaOaep => "RSA-OAEP",
             Algorithm::RsaOaep256 => "RSA-OAEP-256",

@@ -1,6 +1,7 @@
-//! A JWK Set linter: the document-level items of the conformance checklist in
-//! `jose-interop.md` §4 (structure, required members, encoding, private or symmetric members,
-//! unique kids and key material, alg/kty/crv/use consistency, thumbprint kids, size).
+//! A JWK Set linter: what a publisher owes its verifiers at the document level (RFC 7517 §4–5,
+//! RFC 7518 §6, RFC 7638, RFC 8037, and the verifier libraries' limits): structure, required
+//! members, encoding, private or symmetric members, unique kids and key material,
+//! alg/kty/crv/use consistency, thumbprint kids, size.
 
 use std::collections::{BTreeMap, HashMap};
 

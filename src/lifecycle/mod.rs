@@ -13,6 +13,7 @@ mod scenarios;
 mod selection;
 #[cfg(test)]
 mod simulation;
+mod terms;
 #[cfg(test)]
 mod testing;
 
@@ -20,6 +21,6 @@ pub use plan::{
     Blocked, Change, GenerateReason, KeySource, Minted, PublicationFacts, RotationInput,
     RotationPlan, plan_revocation, plan_rotation,
 };
-pub use policy::{Policy, PolicyError, jose_algorithm};
+pub use policy::{Policy, PolicyError};
 pub use ring::{KeyRing, MAX_RING_KEYS, RingKey, later};
 pub use selection::{key_use, label_selector_matches, selects};

@@ -8,8 +8,6 @@ use kube::ResourceExt;
 
 use crate::api::{JwksPublication, KeyUse, SigningKey};
 
-use super::jose_algorithm;
-
 /// Whether `publication` includes `key` in its JWKS.
 pub fn selects(publication: &JwksPublication, key: &SigningKey) -> bool {
     publication.namespace() == key.namespace()
@@ -19,10 +17,9 @@ pub fn selects(publication: &JwksPublication, key: &SigningKey) -> bool {
 
 /// Whether `key` signs or encrypts, as a publication's `use` names it.
 pub fn key_use(key: &SigningKey) -> KeyUse {
-    match jose_algorithm(key.spec.algorithm).key_use() {
-        crate::jose::KeyUse::Sig => KeyUse::Sig,
-        crate::jose::KeyUse::Enc => KeyUse::Enc,
-    }
+    crate::jose::Algorithm::from(key.spec.algorithm)
+        .key_use()
+        .into()
 }
 
 /// Kubernetes label selector semantics: every `matchLabels` pair and every expression must hold;

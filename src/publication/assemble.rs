@@ -103,12 +103,12 @@ pub fn smallest_pre_publish(
     keys.iter()
         .filter(|k| selects(publication, k))
         .map(|k| {
+            // A value stored before the schema bounded it counts as the default, as it does
+            // for the planner's policy.
             k.spec
-                .rotation
-                .as_ref()
-                .map_or(Ok(RotationSpec::DEFAULT_PRE_PUBLISH), |r| {
-                    r.pre_publish.parse()
-                })
+                .rotation()
+                .pre_publish
+                .parse()
                 .unwrap_or(RotationSpec::DEFAULT_PRE_PUBLISH)
         })
         .min()

@@ -261,6 +261,7 @@ async fn metrics_report_key_age_countdown_rotations_and_publications() {
         "rotation_blocked",
         "reconciliations",
         "reconcile_errors",
+        "reconcile_duration_seconds",
         "keys_published",
         "leader",
     ] {

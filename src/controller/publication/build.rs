@@ -18,11 +18,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use crate::api::{JwksPublication, JwksPublicationSpec, JwksPublicationStatus, PublishedKey};
+use crate::api::{
+    JwksPublication, JwksPublicationSpec, JwksPublicationStatus, MANAGED_BY_LABEL, MANAGER,
+    PublishedKey,
+};
 use crate::publication::{JWKS_KEY, JWKS_PATH, Published, strong_etag};
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "jwks-operator";
 pub const PUBLICATION_NAME_LABEL: &str = "jwks-operator.io/publication-name";
 
 /// Where the server container reads the mounted ConfigMap and TLS Secret.
@@ -616,7 +617,7 @@ pub fn build_status(facts: &Facts<'_>) -> JwksPublicationStatus {
     };
     let generation = facts.publication.metadata.generation;
     let condition = |type_: &str, (status, reason, message): (&str, &str, String)| {
-        super::super::condition(
+        crate::controller::conditions::condition(
             &previous.conditions,
             generation,
             facts.now,
@@ -1160,7 +1161,7 @@ mod tests {
     #[test]
     fn each_new_problem_is_evented_once() {
         let at = |type_: &str, reason: &str, message: &str| {
-            super::super::super::condition(
+            crate::controller::conditions::condition(
                 &[],
                 Some(1),
                 Timestamp::UNIX_EPOCH,

@@ -11,26 +11,25 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{JwksPublication, SigningKey};
+use crate::api::{JwksPublication, MANAGED_BY_LABEL, MANAGER, SigningKey};
 use crate::publication::{assemble, smallest_pre_publish};
 
+use super::apply::{apply_if_unchanged, write_status};
 use super::metrics::ObjectLabels;
-use super::{Context, Error, FIELD_MANAGER, Scope};
+use super::{Context, Error, Scope};
 use build::{
-    ConfigMapAction, Facts, MANAGED_BY_LABEL, MANAGER, Server, build_deployment, build_service,
-    build_status, check_name, controlled_by, kids_in, owned_selector, plan_config_map, served,
-    server_conflict, spec_problem, unwanted, warning_events,
+    ConfigMapAction, Facts, Server, build_deployment, build_service, build_status, check_name,
+    controlled_by, kids_in, owned_selector, plan_config_map, served, server_conflict, spec_problem,
+    unwanted, warning_events,
 };
 
 /// Publications, the objects they own, and every SigningKey (a key's status is the input).
@@ -59,18 +58,6 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublica
         )
 }
 
-pub fn error_policy(
-    publication: Arc<JwksPublication>,
-    error: &Error,
-    context: Arc<Context>,
-) -> Action {
-    context.metrics.reconcile_failed(CONTROLLER);
-    if !error.is_conflict() {
-        warn!(namespace = publication.namespace(), name = publication.name_any(), %error, "reconcile failed");
-    }
-    Action::requeue(error.retry_after())
-}
-
 pub async fn reconcile(
     publication: Arc<JwksPublication>,
     context: Arc<Context>,
@@ -79,7 +66,6 @@ pub async fn reconcile(
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(publication.name_any()))?;
     let client = &context.client;
-    context.metrics.reconciled(CONTROLLER);
     let labels = ObjectLabels {
         namespace: namespace.clone(),
         name: publication.name_any(),
@@ -213,7 +199,7 @@ pub async fn reconcile(
     })
 }
 
-const CONTROLLER: &str = "jwkspublication";
+pub const CONTROLLER: &str = "jwkspublication";
 
 const PROBLEM_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -292,32 +278,6 @@ async fn apply_server(
     })
 }
 
-/// A resourceVersion no object ever has (etcd revisions are signed 64-bit numbers).
-const NEVER_A_VERSION: &str = "18446744073709551615";
-
-/// Server-side applies `desired` on condition that the object is still as `observed` was read:
-/// at its resourceVersion, or still absent. An apply carrying a resourceVersion is refused with
-/// 409 Conflict unless the object is at exactly that version, and creates the object when it is
-/// absent (the version is a precondition on updates only); so with [`NEVER_A_VERSION`] it can
-/// only create. A writer that read an older version, or did not see a creation, re-plans with
-/// fresh reads: it never goes backwards and never takes over an object of someone else (G4, G7).
-async fn apply_if_unchanged<K>(
-    api: &Api<K>,
-    observed: Option<&K>,
-    mut desired: K,
-) -> Result<K, Error>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let version = observed
-        .and_then(|o| o.meta().resource_version.clone())
-        .unwrap_or_else(|| NEVER_A_VERSION.to_owned());
-    desired.meta_mut().resource_version = Some(version);
-    let name = desired.meta().name.clone().unwrap_or_default();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
-}
-
 /// Deletes what this publication owns and no longer wants: ConfigMaps not named `config_map`
 /// (a former `configMapName`), Deployments and Services not named `server` (all of them while
 /// the server is not to run). Found by label, proven by the controller owner reference, and
@@ -371,28 +331,5 @@ where
             Err(error) => return Err(error.into()),
         }
     }
-    Ok(())
-}
-
-/// Server-side applies the status, conditional on the publication not having changed since it
-/// was read, so a slower concurrent reconcile never overwrites a newer `publishedAt`.
-async fn write_status(
-    publications: &Api<JwksPublication>,
-    publication: &JwksPublication,
-    status: &crate::api::JwksPublicationStatus,
-) -> Result<(), Error> {
-    if publication.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let patch = json!({
-        "apiVersion": JwksPublication::api_version(&()),
-        "kind": JwksPublication::kind(&()),
-        "metadata": {"name": publication.name_any(), "resourceVersion": publication.resource_version()},
-        "status": status,
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    publications
-        .patch_status(&publication.name_any(), &params, &Patch::Apply(&patch))
-        .await?;
     Ok(())
 }

@@ -7,10 +7,7 @@ mod mint;
 mod report;
 mod stored;
 
-pub use stored::{
-    ALG, KEY_JWK, KEY_PEM, KEYRING, KID, LIFECYCLE_ANNOTATION, MANAGED_BY_LABEL, MANAGER,
-    SIGNING_KEY_LABEL,
-};
+pub use stored::{ALG, KEY_JWK, KEY_PEM, KEYRING, KID, LIFECYCLE_ANNOTATION, SIGNING_KEY_LABEL};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,23 +20,24 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::api::{
-    IMPORT_CONSENT_ANNOTATION, JwksPublication, ROTATE_ANNOTATION, SigningKey, revoked_kids,
+    IMPORT_CONSENT_ANNOTATION, JwksPublication, MANAGED_BY_LABEL, MANAGER, ROTATE_ANNOTATION,
+    SigningKey, revoked_kids,
 };
 use crate::lifecycle::{
     Change, Policy, PublicationFacts, RotationInput, RotationPlan, plan_revocation, plan_rotation,
     selects,
 };
 
+use super::apply::{describe, write_status};
 use super::metrics::{KeyObservation, ObjectLabels};
 use super::{Context, Error, FIELD_MANAGER, Scope};
 use mint::{KeyMint, import_failed};
 use report::{Outcome, Problem, build_events, build_status};
 
-const CONTROLLER: &str = "signingkey";
+pub const CONTROLLER: &str = "signingkey";
 
 /// While a problem only the user can fix persists (an unreadable import source, a Secret that
 /// belongs to someone else), look again this often: those sources are not watched.
@@ -90,23 +88,11 @@ pub fn controller(
     )
 }
 
-pub fn error_policy(key: Arc<SigningKey>, error: &Error, context: Arc<Context>) -> Action {
-    context.metrics.reconcile_failed(CONTROLLER);
-    if error.is_conflict() {
-        // Another writer (a second operator, a user) changed the object since it was read.
-        debug!(namespace = key.namespace(), name = key.name_any(), %error, "write conflict; retrying with fresh reads");
-    } else {
-        warn!(namespace = key.namespace(), name = key.name_any(), %error, "reconcile failed");
-    }
-    Action::requeue(error.retry_after())
-}
-
 pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = key
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(key.name_any()))?;
     let client = &context.client;
-    context.metrics.reconciled(CONTROLLER);
     let labels = ObjectLabels {
         namespace: namespace.clone(),
         name: key.name_any(),
@@ -191,7 +177,11 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
 
     recovered.hold(mint.minted);
     // G4: the private half of every key is stored before any status lists its public half.
-    let desired = stored::build_secret(&key, &plan.ring, &recovered.private, &recovered.public)?;
+    let desired = stored::build_secret(&key, &plan.ring, &recovered.private, &recovered.public)
+        .map_err(|error| Error::Encode {
+            object: describe(&key),
+            error,
+        })?;
     write_secret(&secrets, secret.as_ref(), desired).await?;
 
     let outcome = Outcome {
@@ -205,7 +195,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         now,
         clock_skew: clock.skew,
     };
-    write_status(&keys, &key, build_status(&outcome)).await?;
+    write_status(&keys, &key, &build_status(&outcome)).await?;
     publish_events(&context, &key, &outcome).await;
     log_plan(&key, &plan);
     context.metrics.observe_key(labels, observe(&plan));
@@ -345,28 +335,6 @@ fn secret_matches(observed: &Secret, desired: &Secret) -> bool {
             .all(|r| observed.owner_references().contains(r))
 }
 
-/// Server-side applies the status, conditional on the SigningKey not having changed since it
-/// was read: a slower concurrent reconcile can then never overwrite a newer status.
-async fn write_status(
-    keys: &Api<SigningKey>,
-    key: &SigningKey,
-    status: crate::api::SigningKeyStatus,
-) -> Result<(), Error> {
-    if key.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let patch = json!({
-        "apiVersion": SigningKey::api_version(&()),
-        "kind": SigningKey::kind(&()),
-        "metadata": {"name": key.name_any(), "resourceVersion": key.resource_version()},
-        "status": status,
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    keys.patch_status(&key.name_any(), &params, &Patch::Apply(&patch))
-        .await?;
-    Ok(())
-}
-
 async fn publish_events(context: &Context, key: &SigningKey, outcome: &Outcome<'_>) {
     let reference = key.object_ref(&());
     for event in build_events(outcome) {
@@ -402,7 +370,11 @@ async fn report_problem(
         && !revocation.changes.is_empty()
     {
         let desired =
-            stored::build_secret(key, &revocation.ring, &recovered.private, &recovered.public)?;
+            stored::build_secret(key, &revocation.ring, &recovered.private, &recovered.public)
+                .map_err(|error| Error::Encode {
+                    object: describe(key),
+                    error,
+                })?;
         let secrets = Api::namespaced(
             context.client.clone(),
             &secret.namespace().unwrap_or_default(),
@@ -420,7 +392,7 @@ async fn report_problem(
         now,
         clock_skew: SignedDuration::ZERO,
     };
-    write_status(keys, key, build_status(&outcome)).await?;
+    write_status(keys, key, &build_status(&outcome)).await?;
     publish_events(context, key, &outcome).await;
     Ok(Action::requeue(PROBLEM_RETRY))
 }

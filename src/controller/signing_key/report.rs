@@ -63,7 +63,14 @@ pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
         degraded(outcome, &previous),
     ]
     .into_iter()
-    .map(|parts| super::super::condition(&previous.conditions, generation, outcome.now, parts))
+    .map(|parts| {
+        crate::controller::conditions::condition(
+            &previous.conditions,
+            generation,
+            outcome.now,
+            parts,
+        )
+    })
     .collect();
     SigningKeyStatus {
         active_kid: ring.active().map(|k| k.kid.clone()),

@@ -20,14 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{SigningKey, SigningKeyStatus};
+use crate::api::{MANAGED_BY_LABEL, MANAGER, SigningKey, SigningKeyStatus};
 use crate::jose::{self, Jwk, KeySpec, PrivateJwk};
 use crate::lifecycle::{KeyRing, RingKey};
 
 pub const LIFECYCLE_ANNOTATION: &str = "jwks-operator.io/lifecycle";
 pub const SIGNING_KEY_LABEL: &str = "jwks-operator.io/signing-key";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "jwks-operator";
 
 pub const KEY_PEM: &str = "key.pem";
 pub const KEY_JWK: &str = "key.jwk";

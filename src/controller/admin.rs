@@ -1,5 +1,6 @@
-//! The operator's own HTTP endpoint: `/metrics`, `/healthz` (the process runs) and `/readyz`
-//! (it reaches the API; standby replicas are ready too, or a rolling update never finishes).
+//! The operator's admin endpoint (linkerd's name for it; read-only): `/metrics`, `/healthz` (the
+//! process runs) and `/readyz` (it reaches the API; standby replicas are ready too, or a rolling
+//! update never finishes).
 //!
 //! Clients are bounded as the JWKS server bounds them (`server::limits`): a small connection cap
 //! that sheds the stalest connection for a new one, header, write and idle timeouts, and accept
