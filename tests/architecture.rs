@@ -265,7 +265,15 @@ fn the_scanner_reads_grouped_nested_and_inline_paths() {
             .iter()
             .any(|p| within(p, "kube::Api"))
     );
-    assert!(paths("// we use tokio; here").iter().all(|p| !within(p, "tokio")));
+    assert!(
+        paths("// we use tokio; here")
+            .iter()
+            .all(|p| !within(p, "tokio"))
+    );
     let multi = "pub use kube::{\n    Api,\n    runtime::watcher,\n};";
-    assert!(paths(multi).iter().any(|p| p == "kube::runtime::watcher"), "{:?}", paths(multi));
+    assert!(
+        paths(multi).iter().any(|p| p == "kube::runtime::watcher"),
+        "{:?}",
+        paths(multi)
+    );
 }

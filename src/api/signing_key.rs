@@ -196,6 +196,16 @@ impl RotationSpec {
     }
 }
 
+impl SigningKey {
+    /// The Secret that holds the keys: `spec.secretName`, else the SigningKey's own name.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+}
+
 impl SigningKeySpec {
     /// The rotation settings, with the CRD's defaults when `rotation` is absent: the one
     /// reading of an absent `rotation` (planner, publication, CLI).

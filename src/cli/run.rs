@@ -118,7 +118,12 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(colour_allowed(std::io::stderr().is_terminal()));
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The current span (a reconcile's object) stays as `span`; the list of all would repeat it.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 

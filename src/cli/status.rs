@@ -119,13 +119,7 @@ pub fn render_detail(key: &SigningKey, now: Timestamp) -> String {
         ("Name", key.name_any()),
         ("Namespace", key.namespace().unwrap_or_default()),
         ("Algorithm", algorithm(key)),
-        (
-            "Secret",
-            key.spec
-                .secret_name
-                .clone()
-                .unwrap_or_else(|| key.name_any()),
-        ),
+        ("Secret", key.secret_name()),
         (
             "Rotation",
             match rotation.interval {

@@ -143,13 +143,7 @@ where
     F: FnOnce(Arc<K>, Arc<Context>) -> R,
     R: Future<Output = Result<Action, Error>>,
 {
-    let span = tracing::info_span!(
-        "reconcile",
-        controller,
-        namespace = object.namespace(),
-        name = object.name_any(),
-        generation = object.meta().generation,
-    );
+    let span = reconcile_span(controller, &*object);
     let metrics = context.metrics.clone();
     metrics.reconciled(controller);
     let started = Instant::now();
@@ -169,14 +163,26 @@ fn error_policy<K: Resource>(
     context
         .metrics
         .reconcile_failed(controller, error.category());
-    let (namespace, name) = (object.namespace(), object.name_any());
+    let _span = reconcile_span(controller, object).entered();
     if error.is_conflict() {
         // Another writer (a second operator, a user) changed the object since it was read.
-        tracing::debug!(controller, namespace, name, %error, "write conflict; retrying with fresh reads");
+        tracing::debug!(%error, "write conflict; retrying with fresh reads");
     } else {
-        tracing::warn!(controller, namespace, name, %error, category = error.category(), "reconcile failed");
+        tracing::warn!(%error, category = error.category(), "reconcile failed");
     }
     Action::requeue(error.retry_after())
+}
+
+/// The span of one object's reconcile: every log line in it carries these fields (in JSON logs
+/// under `span`). The object's name is `object`: a span's own name is already `name` there.
+fn reconcile_span<K: Resource>(controller: &'static str, object: &K) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        controller,
+        namespace = object.namespace(),
+        object = object.name_any(),
+        generation = object.meta().generation,
+    )
 }
 
 /// Reconcile errors are logged by the error policies; what reaches here are watch errors.
