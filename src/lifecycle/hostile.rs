@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
-use super::testing::{Mint, Step, policy, secs, t};
+use super::testing::{Mint, Step, policy, secs, t, with_successor};
 use super::*;
 use crate::api::{KeyState, RotationSpec};
 
@@ -84,10 +84,7 @@ fn a_full_ring_keeps_a_manual_rotation_for_later() {
 fn a_publication_time_in_the_future_is_not_evidence_of_publication() {
     let mut mint = Mint::default();
     let policy = policy();
-    let ring = Step::new(&policy)
-        .run(&KeyRing::default(), t(0), &mut mint)
-        .ring;
-    let ring = Step::new(&policy).run(&ring, t(90), &mut mint).ring;
+    let ring = with_successor(&mut mint);
     let pending = ring.pending().unwrap().kid.clone();
     let mut step = Step::new(&policy);
     // Claims to have served the key since long ago… in the year 2500.
@@ -142,10 +139,7 @@ fn a_record_cannot_keep_a_retired_key_beyond_the_longest_grace_period() {
 fn a_clock_out_of_sync_holds_activation_and_removal_but_not_revocation() {
     let mut mint = Mint::default();
     let policy = policy();
-    let ring = Step::new(&policy)
-        .run(&KeyRing::default(), t(0), &mut mint)
-        .ring;
-    let ring = Step::new(&policy).run(&ring, t(90), &mut mint).ring;
+    let ring = with_successor(&mut mint);
     let mut step = Step::new(&policy);
     step.clock_in_sync = false;
     let plan = step.run(&ring, t(100), &mut mint);

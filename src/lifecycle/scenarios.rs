@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::testing::{Mint, Step, policy, secs, spec, t};
+use super::testing::{Mint, Step, bootstrapped, policy, secs, spec, t, with_successor};
 use super::*;
 use crate::api::KeyState;
 use crate::jose::Algorithm;
@@ -26,12 +26,6 @@ fn served(name: &str, kids: &[(&str, i64)]) -> PublicationFacts {
 }
 
 /// A ring bootstrapped at t(0): k1 active.
-fn bootstrapped(mint: &mut Mint) -> KeyRing {
-    Step::new(&policy())
-        .run(&KeyRing::default(), t(0), mint)
-        .ring
-}
-
 #[test]
 fn first_key_is_active_at_once() {
     let mut mint = Mint::default();
@@ -100,9 +94,7 @@ fn successor_is_generated_pre_publish_before_the_interval_ends() {
 fn successor_takes_over_on_time_when_published_at_once() {
     let mut mint = Mint::default();
     let policy = policy();
-    let ring = Step::new(&policy)
-        .run(&bootstrapped(&mut mint), t(90), &mut mint)
-        .ring;
+    let ring = with_successor(&mut mint);
     let mut step = Step::new(&policy);
     step.publications = vec![served("main", &[("k1", 0), ("k2", 90)])];
     let plan = step.run(&ring, t(100), &mut mint);
@@ -134,9 +126,7 @@ fn successor_takes_over_on_time_when_published_at_once() {
 fn activation_waits_for_every_selecting_publication() {
     let mut mint = Mint::default();
     let policy = policy();
-    let ring = Step::new(&policy)
-        .run(&bootstrapped(&mut mint), t(90), &mut mint)
-        .ring;
+    let ring = with_successor(&mut mint);
     let mut step = Step::new(&policy);
     step.publications = vec![served("main", &[("k2", 91)]), served("partner", &[])];
     let plan = step.run(&ring, t(100), &mut mint);
@@ -181,7 +171,7 @@ fn retired_key_stays_published_for_grace_period() {
     let mut mint = Mint::default();
     let policy = policy();
     let step = Step::new(&policy);
-    let ring = step.run(&bootstrapped(&mut mint), t(90), &mut mint).ring;
+    let ring = with_successor(&mut mint);
     let ring = step.run(&ring, t(100), &mut mint).ring;
     assert_eq!(step.run(&ring, t(129), &mut mint).ring, ring);
     let plan = step.run(&ring, t(130), &mut mint);
@@ -225,9 +215,7 @@ fn manual_rotation_generates_now_and_activates_pre_publish_later() {
 fn manual_rotation_while_a_successor_is_pending_is_served_by_it() {
     let mut mint = Mint::default();
     let policy = policy();
-    let ring = Step::new(&policy)
-        .run(&bootstrapped(&mut mint), t(90), &mut mint)
-        .ring;
+    let ring = with_successor(&mut mint);
     let mut step = Step::new(&policy);
     step.rotate_request = Some("now");
     let plan = step.run(&ring, t(95), &mut mint);
@@ -254,9 +242,7 @@ fn rotate_annotation_present_at_creation_does_not_rotate() {
 fn revoking_the_active_key_activates_a_fresh_key_at_once() {
     let mut mint = Mint::default();
     let policy = policy();
-    let ring = Step::new(&policy)
-        .run(&bootstrapped(&mut mint), t(90), &mut mint)
-        .ring;
+    let ring = with_successor(&mut mint);
     let mut step = Step::new(&policy);
     step.revoke = ["k1".to_string()].into();
     let plan = step.run(&ring, t(95), &mut mint);
@@ -290,13 +276,7 @@ fn revoking_a_retired_key_removes_it_before_its_grace_period_ends() {
     let mut mint = Mint::default();
     let policy = policy();
     let step = Step::new(&policy);
-    let ring = step
-        .run(
-            &step.run(&bootstrapped(&mut mint), t(90), &mut mint).ring,
-            t(100),
-            &mut mint,
-        )
-        .ring;
+    let ring = step.run(&with_successor(&mut mint), t(100), &mut mint).ring;
     let mut revoking = Step::new(&policy);
     revoking.revoke = ["k1".to_string(), "unknown".to_string()].into();
     let plan = revoking.run(&ring, t(101), &mut mint);
@@ -336,9 +316,7 @@ fn lost_active_key_is_retired_and_replaced_at_once() {
 fn lost_pending_key_is_dropped_because_it_never_signed() {
     let mut mint = Mint::default();
     let policy = policy();
-    let mut ring = Step::new(&policy)
-        .run(&bootstrapped(&mut mint), t(90), &mut mint)
-        .ring;
+    let mut ring = with_successor(&mut mint);
     ring.keys[1].held = false;
     let plan = Step::new(&policy).run(&ring, t(92), &mut mint);
     assert_eq!(

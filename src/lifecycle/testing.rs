@@ -79,3 +79,16 @@ impl<'a> Step<'a> {
         super::plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap()
     }
 }
+
+/// The ring of [`policy`] once its first key `k1` is active (t 0).
+pub fn bootstrapped(mint: &mut Mint) -> KeyRing {
+    Step::new(&policy())
+        .run(&KeyRing::default(), t(0), mint)
+        .ring
+}
+
+/// The ring of [`policy`] at t 90: `k1` active, its successor `k2` generated and pending.
+pub fn with_successor(mint: &mut Mint) -> KeyRing {
+    let ring = bootstrapped(mint);
+    Step::new(&policy()).run(&ring, t(90), mint).ring
+}
