@@ -71,6 +71,19 @@ pub struct JwksPublicationSpec {
     )]
     pub issuer: Option<String>,
 
+    /// Path at which the server serves the JWK Set, and which the discovery document's
+    /// `jwks_uri` names after the issuer. Default /.well-known/jwks.json; Kubernetes-style
+    /// issuers use /openid/v1/jwks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 256), regex(pattern = r"^(/[-._~A-Za-z0-9]+)+$"))]
+    #[x_kube(
+        validation = Rule::new("!(self in ['/.well-known/openid-configuration', '/healthz', '/readyz', '/metrics'])")
+            .message("jwksPath must not be a path the server answers with something else (/.well-known/openid-configuration, /healthz, /readyz, /metrics)"),
+        validation = Rule::new("!self.contains('/./') && !self.contains('/../') && !self.endsWith('/.') && !self.endsWith('/..')")
+            .message("jwksPath must not have . or .. segments (clients normalise them away)")
+    )]
+    pub jwks_path: Option<String>,
+
     /// Cache-Control max-age of the served documents. Keep it at most the smallest prePublish
     /// of the selected keys. Default 5m.
     #[serde(default = "default_cache_max_age")]

@@ -8,7 +8,7 @@ use crate::api::{JwksPublication, JwksPublicationSpec, RotationSpec, SigningKey,
 use crate::jose::{self, Jwk};
 use crate::lifecycle::selects;
 
-use super::{JWKS_PATH, Published};
+use super::{JWKS_PATH, Published, is_jwks_path};
 
 /// The JWK Set and discovery document for `publication`, from the public JWKs in the status of
 /// every SigningKey it selects. Only the public members a JWK defines are copied, so nothing
@@ -35,11 +35,12 @@ pub fn assemble(publication: &JwksPublication, keys: &[SigningKey]) -> Assembled
     let keys: Vec<&Jwk> = published.values().collect();
     // Canonical: members sorted (the Jwk struct's order), keys sorted by kid, no whitespace.
     let jwks = jose::canonical_json(&json!({ "keys": keys })).unwrap_or_default();
+    let jwks_path = jwks_path(publication);
     let discovery = publication
         .spec
         .issuer
         .as_deref()
-        .map(|issuer| discovery_document(issuer, published.values()));
+        .map(|issuer| discovery_document(issuer, &jwks_path, published.values()));
     Assembled {
         published: Published {
             jwks,
@@ -52,6 +53,7 @@ pub fn assemble(publication: &JwksPublication, keys: &[SigningKey]) -> Assembled
                 .parse_at_most(JwksPublicationSpec::MAX_CACHE_MAX_AGE)
                 .unwrap_or(JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE)
                 .as_secs(),
+            jwks_path,
         },
         kids: published.keys().cloned().collect(),
         sources,
@@ -76,9 +78,26 @@ fn checked_jwk(value: &serde_json::Map<String, serde_json::Value>, kid: &str) ->
     (jwk.kid == kid && key.to_jwk().kid == kid).then_some(jwk)
 }
 
+/// Where the publication's JWK Set is served: `spec.jwksPath`, or the default. A path the schema
+/// would refuse (no object carries one unless admission was bypassed) serves at the default
+/// rather than somewhere no verifier could reach.
+pub fn jwks_path(publication: &JwksPublication) -> String {
+    publication
+        .spec
+        .jwks_path
+        .as_deref()
+        .filter(|path| is_jwks_path(path))
+        .unwrap_or(JWKS_PATH)
+        .to_owned()
+}
+
 /// The OIDC discovery document (OpenID Connect Discovery 1.0 §3) for a token issuer whose keys
-/// are published here.
-fn discovery_document<'a>(issuer: &str, keys: impl Iterator<Item = &'a Jwk>) -> String {
+/// are published here at `jwks_path`.
+fn discovery_document<'a>(
+    issuer: &str,
+    jwks_path: &str,
+    keys: impl Iterator<Item = &'a Jwk>,
+) -> String {
     let issuer = issuer.trim_end_matches('/');
     let algorithms: BTreeSet<&str> = keys
         .filter(|k| k.key_use == "sig")
@@ -86,7 +105,7 @@ fn discovery_document<'a>(issuer: &str, keys: impl Iterator<Item = &'a Jwk>) -> 
         .collect();
     jose::canonical_json(&json!({
         "issuer": issuer,
-        "jwks_uri": format!("{issuer}{JWKS_PATH}"),
+        "jwks_uri": format!("{issuer}{jwks_path}"),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
@@ -251,6 +270,33 @@ mod tests {
         );
         assert_eq!(discovery["subject_types_supported"], json!(["public"]));
         assert_eq!(discovery["response_types_supported"], json!(["id_token"]));
+        assert_eq!(assembled.published.jwks_path, JWKS_PATH);
+    }
+
+    #[test]
+    fn the_jwks_path_moves_the_served_path_and_the_discovery_jwks_uri() {
+        let keys = [signing_key(
+            "a",
+            "ES256",
+            "main",
+            &[public_jwk(Algorithm::Es256)],
+        )];
+        let mut kubernetes_style = publication(&["sig"], Some("https://issuer.example"));
+        kubernetes_style.spec.jwks_path = Some("/openid/v1/jwks".into());
+        let published = assemble(&kubernetes_style, &keys).published;
+        assert_eq!(published.jwks_path, "/openid/v1/jwks");
+        let discovery: serde_json::Value =
+            serde_json::from_str(published.discovery.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            discovery["jwks_uri"],
+            "https://issuer.example/openid/v1/jwks"
+        );
+        // A path admission would refuse (stored by bypassing it) serves at the default.
+        kubernetes_style.spec.jwks_path = Some("/healthz".into());
+        assert_eq!(
+            assemble(&kubernetes_style, &keys).published.jwks_path,
+            JWKS_PATH
+        );
     }
 
     #[test]

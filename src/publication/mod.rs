@@ -6,8 +6,8 @@
 mod assemble;
 mod format;
 
-pub use assemble::{Assembled, assemble, smallest_pre_publish};
+pub use assemble::{Assembled, assemble, jwks_path, smallest_pre_publish};
 pub use format::{
-    DISCOVERY_KEY, DISCOVERY_PATH, FormatError, JWKS_KEY, JWKS_PATH, MAX_AGE_KEY, Published,
-    strong_etag,
+    DISCOVERY_KEY, DISCOVERY_PATH, ENVOY_JWKS_KEY, FormatError, JWKS_KEY, JWKS_PATH, JWKS_PATH_KEY,
+    MAX_AGE_KEY, Published, RESERVED_PATHS, is_jwks_path, strong_etag,
 };

@@ -128,6 +128,7 @@ mod tests {
             jwks: jwks.into(),
             discovery: discovery.map(str::to_owned),
             max_age_seconds: 300,
+            jwks_path: crate::publication::JWKS_PATH.into(),
         }
     }
 

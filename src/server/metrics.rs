@@ -211,6 +211,7 @@ mod tests {
                 jwks: r#"{"keys":[{}]}"#.into(),
                 discovery: None,
                 max_age_seconds: 60,
+                jwks_path: crate::publication::JWKS_PATH.into(),
             },
             3,
             loaded_at,

@@ -34,6 +34,8 @@ use metrics::ServerMetrics;
 use routes::{Body, Route};
 use source::ContentUpdater;
 
+use crate::publication::JWKS_PATH;
+
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub source: Source,
@@ -135,8 +137,11 @@ struct ServerState {
 
 impl ServerState {
     fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
-        let route = Route::of(request.uri().path());
         let content = self.content.current();
+        let jwks_path = content
+            .as_deref()
+            .map_or(JWKS_PATH, |c| c.published.jwks_path.as_str());
+        let route = Route::of(request.uri().path(), jwks_path);
         let response = routes::respond(
             route,
             request.method(),

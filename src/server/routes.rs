@@ -11,7 +11,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 
 use super::content::{Content, Document};
-use crate::publication::{DISCOVERY_PATH, JWKS_PATH};
+use crate::publication::DISCOVERY_PATH;
 
 pub const HEALTHZ_PATH: &str = "/healthz";
 pub const READYZ_PATH: &str = "/readyz";
@@ -51,9 +51,13 @@ impl Route {
         Route::Unknown,
     ];
 
-    pub fn of(path: &str) -> Route {
+    /// The route of `path` when the JWK Set is served at `jwks_path` (the content's, or the
+    /// default before any content loaded).
+    pub fn of(path: &str, jwks_path: &str) -> Route {
+        if path == jwks_path {
+            return Route::Jwks;
+        }
         match path {
-            JWKS_PATH => Route::Jwks,
             DISCOVERY_PATH => Route::Discovery,
             HEALTHZ_PATH => Route::Healthz,
             READYZ_PATH => Route::Readyz,
@@ -252,6 +256,7 @@ mod tests {
                 jwks: JWKS.into(),
                 discovery: discovery.map(str::to_owned),
                 max_age_seconds: 600,
+                jwks_path: crate::publication::JWKS_PATH.into(),
             },
             1,
             SystemTime::UNIX_EPOCH,
@@ -290,9 +295,10 @@ mod tests {
 
     #[test]
     fn paths_match_exactly() {
-        assert_eq!(Route::of("/.well-known/jwks.json"), Route::Jwks);
+        use crate::publication::JWKS_PATH;
+        assert_eq!(Route::of("/.well-known/jwks.json", JWKS_PATH), Route::Jwks);
         assert_eq!(
-            Route::of("/.well-known/openid-configuration"),
+            Route::of("/.well-known/openid-configuration", JWKS_PATH),
             Route::Discovery
         );
         for path in [
@@ -302,8 +308,21 @@ mod tests {
             "/",
             "/healthz/",
         ] {
-            assert_eq!(Route::of(path), Route::Unknown, "{path}");
+            assert_eq!(Route::of(path, JWKS_PATH), Route::Unknown, "{path}");
         }
+    }
+
+    #[test]
+    fn the_set_is_served_at_its_path_only() {
+        let custom = "/openid/v1/jwks";
+        assert_eq!(Route::of(custom, custom), Route::Jwks);
+        assert_eq!(Route::of("/.well-known/jwks.json", custom), Route::Unknown);
+        assert_eq!(Route::of("/openid/v1/jwks/", custom), Route::Unknown);
+        assert_eq!(
+            Route::of("/.well-known/openid-configuration", custom),
+            Route::Discovery
+        );
+        assert_eq!(Route::of("/healthz", custom), Route::Healthz);
     }
 
     #[test]

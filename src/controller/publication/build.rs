@@ -744,6 +744,7 @@ mod tests {
             jwks: jwks.into(),
             discovery: None,
             max_age_seconds: 300,
+            jwks_path: crate::publication::JWKS_PATH.into(),
         }
     }
 
