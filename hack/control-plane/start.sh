@@ -18,6 +18,9 @@
 #                      one per machine; see node.sh). The apiserver then listens on the node's
 #                      bridge address, which the kubeconfig names, so pods reach it too.
 #   KCP_NODE_IMAGES    OCI archives to import into the node's containerd (e.g. hack/image/build.sh's)
+#   KCP_AUTHENTICATION_CONFIG  an AuthenticationConfiguration file for kube-apiserver's
+#                      --authentication-config (JWT issuers it trusts; it reloads the file when
+#                      it changes)
 #   KUBEBUILDER_ASSETS directory with etcd, kube-apiserver, kube-controller-manager, kubectl
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -354,6 +357,9 @@ start_apiserver() {
   local where=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
     --authorization-mode=RBAC)
   ((NODE)) && mapfile -t where < <(node_apiserver_flags)
+  local authentication=()
+  [[ -n ${KCP_AUTHENTICATION_CONFIG:-} ]] &&
+    authentication=(--authentication-config="$(realpath "$KCP_AUTHENTICATION_CONFIG")")
   launch apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     "${where[@]}" --secure-port="$API_PORT" \
@@ -364,6 +370,7 @@ start_apiserver() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --allow-privileged=true \
+    "${authentication[@]}" \
     --profiling=false
 }
 # /readyz, not /healthz: it also waits for the RBAC bootstrap roles and the other post-start hooks.

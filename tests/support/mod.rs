@@ -52,6 +52,19 @@ pub fn use_node(images: Vec<PathBuf>) {
     );
 }
 
+/// The AuthenticationConfiguration file of this binary's kube-apiserver, set by
+/// [`use_authentication_config`].
+static AUTHENTICATION_CONFIG: OnceLock<PathBuf> = OnceLock::new();
+
+/// Gives this test binary's kube-apiserver `--authentication-config=path` (JWT issuers it
+/// trusts; it reloads the file when it changes). Call before its first use.
+pub fn use_authentication_config(path: PathBuf) {
+    assert!(
+        AUTHENTICATION_CONFIG.set(path).is_ok() && CONTROL_PLANE.get().is_none(),
+        "use_authentication_config must be called once, before the control plane starts"
+    );
+}
+
 /// The repository root (where Cargo.toml is).
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -183,6 +196,9 @@ pub fn launch_control_plane(
         .stderr(Stdio::piped());
     if with_crds && !crd_manifests().is_empty() {
         cmd.env("KCP_CRDS", crds_dir());
+    }
+    if let Some(path) = AUTHENTICATION_CONFIG.get() {
+        cmd.env("KCP_AUTHENTICATION_CONFIG", path);
     }
     let mut child = cmd
         .spawn()
