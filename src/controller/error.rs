@@ -37,6 +37,17 @@ impl Error {
         matches!(self, Error::Api { error: KubeError::Api(status), .. } if status.code == 409)
     }
 
+    /// Every value [`Error::category`] gives.
+    pub const CATEGORIES: [&'static str; 7] = [
+        "conflict",
+        "forbidden",
+        "api",
+        "transport",
+        "encode",
+        "not_namespaced",
+        "clock",
+    ];
+
     /// What kind of failure this is, as a metric label: a few fixed values, never an object.
     pub fn category(&self) -> &'static str {
         match self {
@@ -116,5 +127,8 @@ mod tests {
         assert_eq!(api_error(409).retry_after(), Duration::from_millis(50));
         assert_eq!(api_error(500).retry_after(), Duration::from_secs(5));
         assert_eq!(Error::Clock(ClockError::NoDate).category(), "clock");
+        for error in [api_error(409), api_error(403), api_error(500)] {
+            assert!(Error::CATEGORIES.contains(&error.category()));
+        }
     }
 }

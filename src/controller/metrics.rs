@@ -142,6 +142,12 @@ impl OperatorMetrics {
         );
         // Both controllers' series exist from the start, so a rate() over them is defined.
         for controller in ["signingkey", "jwkspublication"] {
+            for category in super::Error::CATEGORIES {
+                drop(metrics.reconcile_errors.get_or_create(&ErrorLabels {
+                    controller,
+                    category,
+                }));
+            }
             drop(
                 metrics
                     .reconciliations
