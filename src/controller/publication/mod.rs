@@ -71,6 +71,8 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublica
         )
 }
 
+/// Reads the publication and its namespace's SigningKeys, publishes the ConfigMap, runs the
+/// server, removes what is no longer wanted, and reports status and events.
 pub async fn reconcile(
     publication: Arc<JwksPublication>,
     context: Arc<Context>,

@@ -284,6 +284,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn readiness(container: &Container) -> &HTTPGetAction {
+        let probe = container.readiness_probe.as_ref().unwrap();
+        probe.http_get.as_ref().unwrap()
+    }
+
     #[test]
     fn server_runs_serve_on_the_mounted_config_map_hardened() {
         let publication =
@@ -303,13 +308,7 @@ mod tests {
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(pod.automount_service_account_token, Some(false));
-        let probe = container
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
+        let probe = readiness(container);
         assert_eq!(
             (probe.path.as_deref(), probe.scheme.as_deref()),
             (Some("/readyz"), Some("HTTPS"))
@@ -351,22 +350,10 @@ mod tests {
         let deployment = build_deployment(&publication, "example/jwks-operator:1");
         let pod = deployment.spec.unwrap().template.spec.unwrap();
         let container = &pod.containers[0];
-        assert!(
-            !container
-                .args
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|a| a.starts_with("--tls"))
-        );
+        let args = container.args.as_deref().unwrap_or_default();
+        assert!(!args.iter().any(|a| a.starts_with("--tls")), "{args:?}");
         assert_eq!(pod.volumes.unwrap().len(), 1, "the ConfigMap only");
-        let probe = container
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
+        let probe = readiness(container);
         assert_eq!(probe.scheme.as_deref(), Some("HTTP"));
         let service = build_service(&publication).spec.unwrap();
         assert_eq!(service.ports.unwrap()[0].name.as_deref(), Some("http"));
