@@ -4,9 +4,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use serde_json::json;
 
-use crate::api::conditions::PublicationCondition;
+use crate::api::conditions::{ConditionStatus, PublicationCondition, PublicationReason, Term};
 use crate::api::{JwksPublication, JwksPublicationStatus};
-use crate::controller::conditions::find;
+use crate::controller::conditions::{find, reason_of};
 use crate::publication::Published;
 
 use super::server::Server;
@@ -45,13 +45,14 @@ pub fn facts<'a>(
     }
 }
 
-/// A condition of `status` as (status, reason, message).
+/// A condition of `status` as (status, reason, message), parsed back from its wire spelling.
 pub fn condition_of(
     status: &JwksPublicationStatus,
     type_: PublicationCondition,
-) -> (&str, &str, &str) {
+) -> (ConditionStatus, PublicationReason, &str) {
     let c = find(&status.conditions, type_).unwrap();
-    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    let holds = ConditionStatus::parse(&c.status).unwrap();
+    (holds, reason_of(c).unwrap(), c.message.as_str())
 }
 
 /// An object named `name`, controlled by the publication `uid` (or by nothing).

@@ -104,11 +104,8 @@ fn volumes(publication: &JwksPublication) -> (Vec<Volume>, Vec<VolumeMount>) {
 
 fn container(publication: &JwksPublication, image: &str, mounts: Vec<VolumeMount>) -> Container {
     let server = &publication.spec.server;
-    let scheme = if server.tls_secret().is_some() {
-        "HTTPS"
-    } else {
-        "HTTP"
-    };
+    // An HTTPGetAction's scheme is upper case.
+    let scheme = scheme(publication).to_ascii_uppercase();
     let quantity = |q: &str| Quantity(q.into());
     Container {
         name: "server".into(),
@@ -120,8 +117,8 @@ fn container(publication: &JwksPublication, image: &str, mounts: Vec<VolumeMount
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        readiness_probe: Some(probe("/readyz", 5, scheme)),
-        liveness_probe: Some(probe("/healthz", 10, scheme)),
+        readiness_probe: Some(probe("/readyz", 5, &scheme)),
+        liveness_probe: Some(probe("/healthz", 10, &scheme)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".into(), quantity("10m")),
@@ -202,11 +199,7 @@ fn runtime_default() -> SeccompProfile {
 
 pub fn build_service(publication: &JwksPublication) -> Service {
     let port = publication.spec.server.port;
-    let name = if publication.spec.server.tls_secret().is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let name = scheme(publication);
     Service {
         metadata: metadata(publication),
         spec: Some(ServiceSpec {
@@ -227,17 +220,22 @@ pub fn build_service(publication: &JwksPublication) -> Service {
 /// Where clients in the cluster fetch the JWKS from the server.
 pub fn url(publication: &JwksPublication) -> String {
     let server = &publication.spec.server;
-    let scheme = if server.tls_secret().is_some() {
-        "https"
-    } else {
-        "http"
-    };
     format!(
-        "{scheme}://{}.{}.svc:{}{JWKS_PATH}",
+        "{}://{}.{}.svc:{}{JWKS_PATH}",
+        scheme(publication),
         object_name(publication),
         publication.namespace().unwrap_or_default(),
         server.port
     )
+}
+
+/// `https` when the server has a TLS Secret, else `http`.
+fn scheme(publication: &JwksPublication) -> &'static str {
+    if publication.spec.server.tls_secret().is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// The server objects of that name that are someone else's, named for a condition message:

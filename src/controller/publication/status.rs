@@ -234,6 +234,8 @@ mod tests {
     use super::super::fixtures::*;
     use super::super::naming::check_name;
     use super::*;
+    use crate::api::conditions::Term;
+    use crate::controller::conditions::says;
     use serde_json::json;
 
     #[test]
@@ -265,9 +267,11 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         let ready = &status.conditions[0];
         assert_eq!(
-            (ready.type_.as_str(), ready.status.as_str()),
-            ("Ready", "True")
+            ready.type_,
+            PublicationCondition::Ready.as_str(),
+            "Ready first"
         );
+        assert!(says(ready, ConditionStatus::True, PublicationReason::Ready));
         assert!(
             status
                 .conditions
@@ -288,16 +292,24 @@ mod tests {
         ));
         assert_eq!(
             condition_of(&status, PublicationCondition::Published).0,
-            "True",
+            ConditionStatus::True,
             "the ConfigMap is published"
         );
         assert_eq!(
             condition_of(&status, PublicationCondition::ServerAvailable),
-            ("False", "InvalidName", message.as_str())
+            (
+                ConditionStatus::False,
+                PublicationReason::InvalidName,
+                message.as_str()
+            )
         );
         assert_eq!(
             condition_of(&status, PublicationCondition::Ready),
-            ("False", "InvalidName", message.as_str())
+            (
+                ConditionStatus::False,
+                PublicationReason::InvalidName,
+                message.as_str()
+            )
         );
         assert_eq!(status.url, None);
         assert_eq!(status.keys.len(), 1);
@@ -316,7 +328,7 @@ mod tests {
         );
         assert_eq!(
             condition_of(&running, PublicationCondition::Ready).1,
-            "Ready"
+            PublicationReason::Ready
         );
     }
 
@@ -340,11 +352,15 @@ mod tests {
             let status = build_status(&facts);
             assert_eq!(
                 condition_of(&status, PublicationCondition::Ready),
-                ("False", "InvalidSpec", message.as_str())
+                (
+                    ConditionStatus::False,
+                    PublicationReason::InvalidSpec,
+                    message.as_str()
+                )
             );
             assert_eq!(
                 condition_of(&status, PublicationCondition::Published).0,
-                "True"
+                ConditionStatus::True
             );
         }
     }
@@ -398,7 +414,11 @@ mod tests {
         let status = build_status(&facts);
         assert_eq!(
             condition_of(&status, PublicationCondition::Published),
-            ("False", "TooLarge", "too large")
+            (
+                ConditionStatus::False,
+                PublicationReason::TooLarge,
+                "too large"
+            )
         );
         assert_eq!(
             status.keys[0].kid, "old-kid",
@@ -406,7 +426,11 @@ mod tests {
         );
         assert_eq!(
             condition_of(&status, PublicationCondition::Ready),
-            ("False", "TooLarge", "too large")
+            (
+                ConditionStatus::False,
+                PublicationReason::TooLarge,
+                "too large"
+            )
         );
     }
 }
