@@ -4,11 +4,13 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::events::Event;
 
 use crate::api::JwksPublication;
 use crate::api::conditions::PublicationReason;
-use crate::publication::{JWKS_KEY, Published, strong_etag};
+use crate::publication::{Assembled, JWKS_KEY, Published, strong_etag};
 
+use super::Problem;
 use super::naming::{controlled_by, metadata, object_name};
 
 pub fn build_config_map(publication: &JwksPublication, published: &Published) -> ConfigMap {
@@ -103,6 +105,66 @@ pub fn served(
                 .map(|jwks| strong_etag(jwks.as_bytes())),
         ),
         None => (Vec::new(), None),
+    }
+}
+
+/// What became of the ConfigMap, as the rest of the reconcile needs it.
+pub struct Publishing {
+    /// Why the ConfigMap could not be brought up to date, if it could not.
+    pub problem: Option<Problem>,
+    /// Whether the ConfigMap of that name, if any, is this publication's.
+    pub ours: bool,
+    /// The kids the ConfigMap serves now, and the etag of its `jwks.json`.
+    pub served: Vec<String>,
+    pub etag: Option<String>,
+    /// The JwksUpdated event of a write.
+    pub event: Option<Event>,
+}
+
+impl Publishing {
+    /// The ConfigMap holds what was assembled (written now with `event`, or already).
+    pub fn up_to_date(
+        publication: &JwksPublication,
+        assembled: &Assembled,
+        event: Option<Event>,
+    ) -> Self {
+        let (served, etag) = served(
+            publication,
+            true,
+            None,
+            &assembled.published,
+            &assembled.kids,
+        );
+        Publishing {
+            problem: None,
+            ours: true,
+            served,
+            etag,
+            event,
+        }
+    }
+
+    /// The ConfigMap is left as it is, for `problem`: it serves what it holds if it is ours.
+    pub fn refused(
+        publication: &JwksPublication,
+        existing: Option<&ConfigMap>,
+        assembled: &Assembled,
+        problem: Problem,
+    ) -> Self {
+        let (served, etag) = served(
+            publication,
+            false,
+            existing,
+            &assembled.published,
+            &assembled.kids,
+        );
+        Publishing {
+            problem: Some(problem),
+            ours: existing.is_some_and(|cm| controlled_by(cm, publication)),
+            served,
+            etag,
+            event: None,
+        }
     }
 }
 
@@ -228,5 +290,40 @@ mod tests {
         let (kids_now, etag) = served(&publication, true, Some(&ours), &content, &kids);
         assert_eq!(kids_now, ["new"]);
         assert_eq!(etag, Some(strong_etag(content.jwks.as_bytes())));
+    }
+
+    #[test]
+    fn a_refused_config_map_counts_as_ours_only_when_it_is() {
+        let publication = publication(json!({}));
+        let assembled = Assembled {
+            published: published(r#"{"keys":[{"kid":"new"}]}"#),
+            kids: BTreeSet::from(["new".to_string()]),
+            sources: vec!["tokens".into()],
+            skipped: Vec::new(),
+        };
+        let problem = || (PublicationReason::TooLarge, "big".to_string());
+        let mut ours: ConfigMap = object("main-jwks", Some("u-1"));
+        ours.data = Some(BTreeMap::from([(
+            JWKS_KEY.into(),
+            r#"{"keys":[{"kid":"old"}]}"#.into(),
+        )]));
+        let kept = Publishing::refused(&publication, Some(&ours), &assembled, problem());
+        assert!(kept.ours);
+        assert_eq!(kept.served, ["old"]);
+        assert_eq!(kept.problem, Some(problem()));
+        let foreign: ConfigMap = object("main-jwks", None);
+        let theirs = Publishing::refused(&publication, Some(&foreign), &assembled, problem());
+        assert!(!theirs.ours);
+        assert!(theirs.served.is_empty() && theirs.etag.is_none());
+        let absent = Publishing::refused(&publication, None, &assembled, problem());
+        assert!(!absent.ours, "no ConfigMap is not ours to serve");
+
+        let written = Publishing::up_to_date(&publication, &assembled, None);
+        assert!(written.ours && written.problem.is_none());
+        assert_eq!(written.served, ["new"]);
+        assert_eq!(
+            written.etag,
+            Some(strong_etag(assembled.published.jwks.as_bytes()))
+        );
     }
 }

@@ -34,9 +34,9 @@ use crate::publication::{Assembled, assemble, smallest_pre_publish};
 use super::apply::{apply_if_unchanged, describe, write_status};
 use super::metrics::ObjectLabels;
 use super::{Context, During, Error, Scope};
-use config_map::{ConfigMapAction, kids_in, plan_config_map, served};
+use config_map::{ConfigMapAction, Publishing, kids_in, plan_config_map};
 use decide::{ServerPlan, next_action, plan_server, published_event, warnings};
-use naming::{check_name, controlled_by, owned_selector, unwanted};
+use naming::{check_name, owned_selector, unwanted};
 use server::{Server, build_deployment, build_service, server_conflict};
 use status::{Facts, build_status, spec_problem, warning_events};
 
@@ -150,19 +150,6 @@ async fn read_keys(client: &kube::Client, namespace: &str) -> Result<Vec<Signing
     Ok(list.items)
 }
 
-/// What became of the ConfigMap, as the rest of the reconcile needs it.
-struct Publishing {
-    /// Why the ConfigMap could not be brought up to date, if it could not.
-    problem: Option<Problem>,
-    /// Whether the ConfigMap of that name, if any, is this publication's.
-    ours: bool,
-    /// The kids the ConfigMap serves now, and the etag of its `jwks.json`.
-    served: Vec<String>,
-    etag: Option<String>,
-    /// The JwksUpdated event of a write.
-    event: Option<Event>,
-}
-
 /// Brings the ConfigMap up to date unless its name is invalid, it is someone else's, or the
 /// documents do not fit.
 async fn publish(
@@ -172,7 +159,12 @@ async fn publish(
     assembled: &Assembled,
 ) -> Result<Publishing, Error> {
     if let Some(problem) = check_name(publication).filter(|p| p.config_map) {
-        return Ok(refused(publication, None, assembled, problem.problem()));
+        return Ok(Publishing::refused(
+            publication,
+            None,
+            assembled,
+            problem.problem(),
+        ));
     }
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let name = object_name(publication);
@@ -182,7 +174,7 @@ async fn publish(
         .during("read", format!("ConfigMap {namespace}/{name}"))?;
     let event = match plan_config_map(publication, existing.as_ref(), &assembled.published) {
         ConfigMapAction::Refuse(reason, message) => {
-            return Ok(refused(
+            return Ok(Publishing::refused(
                 publication,
                 existing.as_ref(),
                 assembled,
@@ -197,43 +189,7 @@ async fn publish(
             Some(published_event(&before, &assembled.kids))
         }
     };
-    let (served, etag) = served(
-        publication,
-        true,
-        existing.as_ref(),
-        &assembled.published,
-        &assembled.kids,
-    );
-    Ok(Publishing {
-        problem: None,
-        ours: true,
-        served,
-        etag,
-        event,
-    })
-}
-
-/// The ConfigMap left as it is, for `problem`: it serves what it holds if it is ours.
-fn refused(
-    publication: &JwksPublication,
-    existing: Option<&ConfigMap>,
-    assembled: &Assembled,
-    problem: Problem,
-) -> Publishing {
-    let (served, etag) = served(
-        publication,
-        false,
-        existing,
-        &assembled.published,
-        &assembled.kids,
-    );
-    Publishing {
-        problem: Some(problem),
-        ours: existing.is_some_and(|cm| controlled_by(cm, publication)),
-        served,
-        etag,
-        event: None,
-    }
+    Ok(Publishing::up_to_date(publication, assembled, event))
 }
 
 /// Writes the publication's ConfigMap on condition that it is still as `observed` was read
