@@ -2,9 +2,16 @@
 //! assemble (pure, from their status only: this path never reads a Secret) → apply (ConfigMap,
 //! then the server's Deployment and Service) → report (status, events).
 
-mod build;
+mod config_map;
+mod decide;
+#[cfg(test)]
+mod fixtures;
+mod naming;
+mod server;
+mod status;
 
-pub use build::{CONFIG_MAP_DATA_LIMIT, object_name};
+pub use config_map::CONFIG_MAP_DATA_LIMIT;
+pub use naming::object_name;
 
 use std::sync::Arc;
 
@@ -13,24 +20,30 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::api::{JwksPublication, MANAGED_BY_LABEL, MANAGER, SigningKey};
-use crate::publication::{assemble, smallest_pre_publish};
+use crate::api::conditions::PublicationReason;
+use crate::api::{JwksPublication, JwksPublicationStatus, MANAGED_BY_LABEL, MANAGER, SigningKey};
+use crate::publication::{Assembled, assemble, smallest_pre_publish};
 
-use super::apply::{apply_if_unchanged, write_status};
+use super::apply::{apply_if_unchanged, describe, write_status};
 use super::metrics::ObjectLabels;
-use super::{Context, Error, Scope};
-use build::{
-    ConfigMapAction, Facts, Server, build_deployment, build_service, build_status, check_name,
-    controlled_by, kids_in, owned_selector, plan_config_map, served, server_conflict, spec_problem,
-    unwanted, warning_events,
-};
+use super::{Context, During, Error, Scope};
+use config_map::{ConfigMapAction, Publishing, kids_in, plan_config_map};
+use decide::{ServerPlan, next_action, plan_server, published_event, warnings};
+use naming::{check_name, owned_selector, unwanted};
+use server::{Server, build_deployment, build_service, server_conflict};
+use status::{Facts, build_status, spec_problem, warning_events};
+
+/// A condition reason with its message: why something could not be done as the spec asks.
+type Problem = (PublicationReason, String);
+
+pub const CONTROLLER: &str = "jwkspublication";
 
 /// Publications, the objects they own, and every SigningKey (a key's status is the input).
 pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublication> {
@@ -58,6 +71,8 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublica
         )
 }
 
+/// Reads the publication and its namespace's SigningKeys, publishes the ConfigMap, runs the
+/// server, removes what is no longer wanted, and reports status and events.
 pub async fn reconcile(
     publication: Arc<JwksPublication>,
     context: Arc<Context>,
@@ -65,177 +80,116 @@ pub async fn reconcile(
     let namespace = publication
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(publication.name_any()))?;
-    let client = &context.client;
     let labels = ObjectLabels {
         namespace: namespace.clone(),
         name: publication.name_any(),
     };
-    let publications: Api<JwksPublication> = Api::namespaced(client.clone(), &namespace);
-    let Some(publication) = publications.get_opt(&publication.name_any()).await? else {
+    let client = &context.client;
+    let Some(publication) = read_publication(client, &namespace, &publication.name_any()).await?
+    else {
         context.metrics.forget(&labels);
         return Ok(Action::await_change());
     };
     if publication.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let keys: Api<SigningKey> = Api::namespaced(client.clone(), &namespace);
-    let keys = keys.list(&ListParams::default()).await?.items;
+    let keys = read_keys(client, &namespace).await?;
     let assembled = assemble(&publication, &keys);
-    let name = object_name(&publication);
-    let name_problem = check_name(&publication);
+    let warnings = warnings(&assembled, smallest_pre_publish(&publication, &keys));
 
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let mut warnings = Vec::new();
-    let mut events = Vec::new();
-    let mut publish_problem = None;
-    let mut existing = None;
-    match &name_problem {
-        Some(problem) if problem.config_map => {
-            publish_problem = Some(("InvalidName", problem.message.clone()));
-        }
-        _ => {
-            existing = config_maps.get_opt(&name).await?;
-            match plan_config_map(&publication, existing.as_ref(), &assembled.published) {
-                ConfigMapAction::Write(desired) => {
-                    write_config_map(&config_maps, existing.as_ref(), *desired).await?;
-                    let before = existing.as_ref().map(kids_in).unwrap_or_default();
-                    events.push(published_event(&before, &assembled.kids));
-                    info!(
-                        namespace,
-                        name = publication.name_any(),
-                        keys = assembled.kids.len(),
-                        "JWKS published"
-                    );
-                }
-                ConfigMapAction::Unchanged => {}
-                ConfigMapAction::Refuse(reason, message) => {
-                    publish_problem = Some((reason, message));
-                }
-            }
-        }
-    }
-    let config_map_ours = publish_problem.is_none()
-        || existing
-            .as_ref()
-            .is_some_and(|cm| controlled_by(cm, &publication));
-    let (served, etag) = served(
-        &publication,
-        publish_problem.is_none(),
-        existing.as_ref(),
-        &assembled.published,
-        &assembled.kids,
-    );
-    if assembled.published.jwks.len() > NIMBUS_LIMIT {
-        warnings.push(format!(
-            "jwks.json is {} bytes: some verifiers (Nimbus JOSE+JWT) refuse sets over {NIMBUS_LIMIT}",
-            assembled.published.jwks.len()
-        ));
-    }
-    let max_age = std::time::Duration::from_secs(assembled.published.max_age_seconds);
-    if let Some(pre_publish) = smallest_pre_publish(&publication, &keys)
-        && max_age > pre_publish
-    {
-        warnings.push(format!(
-            "cacheMaxAge {}s exceeds the smallest prePublish of the selected keys ({}s): a verifier may cache a JWKS without a key that already signs",
-            max_age.as_secs(),
-            pre_publish.as_secs()
-        ));
-    }
-    if !assembled.skipped.is_empty() {
-        warnings.push(format!(
-            "skipped invalid public JWKs: {}",
-            assembled.skipped.join(", ")
-        ));
-    }
-
-    let server = match (&name_problem, &publish_problem) {
-        _ if !publication.spec.server.enabled => Server::Disabled,
-        (Some(problem), _) => Server::NotRun("InvalidName", problem.message.clone()),
-        // Never a server on a ConfigMap that is not this publication's (G7).
-        (None, Some((reason, message))) if !config_map_ours => {
-            Server::NotRun(reason, message.clone())
-        }
-        _ => apply_server(client, &namespace, &publication, &context.server_image).await?,
-    };
-    let keep_server = matches!(server, Server::Running { .. }).then_some(name.as_str());
-    remove_unwanted(client, &namespace, &publication, &name, keep_server).await?;
+    let publishing = publish(client, &namespace, &publication, &assembled).await?;
+    let server = run_server(&context, &namespace, &publication, &publishing).await?;
+    let keep_server = matches!(server, Server::Running { .. });
+    remove_unwanted(client, &namespace, &publication, keep_server).await?;
 
     let status = build_status(&Facts {
         publication: &publication,
-        served: &served,
-        etag,
-        publish_problem: publish_problem.clone(),
+        served: &publishing.served,
+        etag: publishing.etag.clone(),
+        publish_problem: publishing.problem.clone(),
         spec_problem: spec_problem(&publication),
         warnings: &warnings,
         sources: assembled.sources.len(),
         server: server.clone(),
         now: Timestamp::now(),
     });
-    write_status(&publications, &publication, &status).await?;
+    report(
+        &context,
+        &namespace,
+        &publication,
+        &status,
+        publishing.event,
+    )
+    .await?;
     context
         .metrics
         .observe_publication(labels, status.keys.len());
-
-    let previous = publication
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    events.extend(warning_events(previous, &status.conditions));
-    let reference = publication.object_ref(&());
-    for event in events {
-        if let Err(error) = context.recorder.publish(&event, &reference).await {
-            warn!(namespace, name = publication.name_any(), %error, "cannot publish event");
-        }
-    }
-    let conflict = matches!(publish_problem, Some(("ConfigMapConflict", _)))
-        || matches!(server, Server::NotRun("ServerConflict", _));
-    Ok(if conflict {
-        // The conflicting object is not ours, so not watched: look again.
-        Action::requeue(PROBLEM_RETRY)
-    } else {
-        // Nothing else changes with time alone: every input is watched.
-        Action::await_change()
-    })
+    Ok(next_action(publishing.problem.as_ref(), &server))
 }
 
-pub const CONTROLLER: &str = "jwkspublication";
+/// The publication as it is now (the trigger may be stale), absent once deleted.
+async fn read_publication(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<JwksPublication>, Error> {
+    let publications: Api<JwksPublication> = Api::namespaced(client.clone(), namespace);
+    publications
+        .get_opt(name)
+        .await
+        .during("read", format!("JwksPublication {namespace}/{name}"))
+}
 
-const PROBLEM_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Every SigningKey of the namespace: their status is what is published.
+async fn read_keys(client: &kube::Client, namespace: &str) -> Result<Vec<SigningKey>, Error> {
+    let keys: Api<SigningKey> = Api::namespaced(client.clone(), namespace);
+    let list = keys
+        .list(&ListParams::default())
+        .await
+        .during("list", format!("the SigningKeys of namespace {namespace}"))?;
+    Ok(list.items)
+}
 
-/// The limit some verifiers put on a JWK Set (jose-interop.md).
-const NIMBUS_LIMIT: usize = 51_200;
-
-fn published_event(before: &[String], after: &std::collections::BTreeSet<String>) -> Event {
-    let added: Vec<&str> = after
-        .iter()
-        .filter(|k| !before.contains(k))
-        .map(String::as_str)
-        .collect();
-    let removed: Vec<&str> = before
-        .iter()
-        .filter(|k| !after.contains(*k))
-        .map(String::as_str)
-        .collect();
-    let list = |kids: &[&str]| {
-        if kids.is_empty() {
-            "none".to_owned()
-        } else {
-            kids.join(", ")
+/// Brings the ConfigMap up to date unless its name is invalid, it is someone else's, or the
+/// documents do not fit.
+async fn publish(
+    client: &kube::Client,
+    namespace: &str,
+    publication: &JwksPublication,
+    assembled: &Assembled,
+) -> Result<Publishing, Error> {
+    if let Some(problem) = check_name(publication).filter(|p| p.config_map) {
+        return Ok(Publishing::refused(
+            publication,
+            None,
+            assembled,
+            problem.problem(),
+        ));
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = object_name(publication);
+    let existing = config_maps
+        .get_opt(&name)
+        .await
+        .during("read", format!("ConfigMap {namespace}/{name}"))?;
+    let event = match plan_config_map(publication, existing.as_ref(), &assembled.published) {
+        ConfigMapAction::Refuse(reason, message) => {
+            return Ok(Publishing::refused(
+                publication,
+                existing.as_ref(),
+                assembled,
+                (reason, message),
+            ));
+        }
+        ConfigMapAction::Unchanged => None,
+        ConfigMapAction::Write(desired) => {
+            write_config_map(&config_maps, existing.as_ref(), *desired).await?;
+            info!(keys = assembled.kids.len(), "JWKS published");
+            let before = existing.as_ref().map(kids_in).unwrap_or_default();
+            Some(published_event(&before, &assembled.kids))
         }
     };
-    Event {
-        type_: EventType::Normal,
-        reason: "JwksUpdated".into(),
-        note: Some(format!(
-            "{} key(s) published; added: {}; removed: {}",
-            after.len(),
-            list(&added),
-            list(&removed)
-        )),
-        action: "Publish".into(),
-        secondary: None,
-    }
+    Ok(Publishing::up_to_date(publication, assembled, event))
 }
 
 /// Writes the publication's ConfigMap on condition that it is still as `observed` was read
@@ -249,6 +203,33 @@ pub async fn write_config_map(
     apply_if_unchanged(config_maps, observed, desired).await
 }
 
+/// Runs the server when [`plan_server`] lets it; what became of it.
+async fn run_server(
+    context: &Context,
+    namespace: &str,
+    publication: &JwksPublication,
+    publishing: &Publishing,
+) -> Result<Server, Error> {
+    let name_problem = check_name(publication);
+    match plan_server(
+        publication,
+        name_problem.as_ref(),
+        publishing.problem.as_ref(),
+        publishing.ours,
+    ) {
+        ServerPlan::Skip(server) => Ok(server),
+        ServerPlan::Apply => {
+            apply_server(
+                &context.client,
+                namespace,
+                publication,
+                &context.server_image,
+            )
+            .await
+        }
+    }
+}
+
 /// Applies the server Deployment and Service, unless an object of that name is someone else's;
 /// returns what became of the server.
 async fn apply_server(
@@ -260,10 +241,16 @@ async fn apply_server(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let name = object_name(publication);
-    let deployment = deployments.get_opt(&name).await?;
-    let service = services.get_opt(&name).await?;
+    let deployment = deployments
+        .get_opt(&name)
+        .await
+        .during("read", format!("Deployment {namespace}/{name}"))?;
+    let service = services
+        .get_opt(&name)
+        .await
+        .during("read", format!("Service {namespace}/{name}"))?;
     if let Some(message) = server_conflict(publication, deployment.as_ref(), service.as_ref()) {
-        return Ok(Server::NotRun("ServerConflict", message));
+        return Ok(Server::NotRun(PublicationReason::ServerConflict, message));
     }
     let desired = build_deployment(publication, image);
     let deployment = apply_if_unchanged(&deployments, deployment.as_ref(), desired).await?;
@@ -278,22 +265,51 @@ async fn apply_server(
     })
 }
 
-/// Deletes what this publication owns and no longer wants: ConfigMaps not named `config_map`
-/// (a former `configMapName`), Deployments and Services not named `server` (all of them while
-/// the server is not to run). Found by label, proven by the controller owner reference, and
-/// deleted on condition of their UID, so nothing else is ever removed.
+/// Writes the status, then the events: the JwksUpdated of a write and a Warning for each new
+/// problem. An event that cannot be published is logged, never a failed reconcile.
+async fn report(
+    context: &Context,
+    namespace: &str,
+    publication: &JwksPublication,
+    status: &JwksPublicationStatus,
+    published: Option<Event>,
+) -> Result<(), Error> {
+    let publications: Api<JwksPublication> = Api::namespaced(context.client.clone(), namespace);
+    write_status(&publications, publication, status).await?;
+    let previous = publication
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let events = published
+        .into_iter()
+        .chain(warning_events(previous, &status.conditions));
+    let reference = publication.object_ref(&());
+    for event in events {
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            warn!(%error, "cannot publish event");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what this publication owns and no longer wants: ConfigMaps not named after it (a
+/// former `configMapName`), and its Deployments and Services unless `keep_server` and so named.
+/// Found by label, proven by the controller owner reference, and deleted on condition of their
+/// UID, so nothing else is ever removed.
 async fn remove_unwanted(
     client: &kube::Client,
     namespace: &str,
     publication: &JwksPublication,
-    config_map: &str,
-    server: Option<&str>,
+    keep_server: bool,
 ) -> Result<(), Error> {
+    let name = object_name(publication);
+    let server = keep_server.then_some(name.as_str());
     let owned = ListParams::default().labels(&owned_selector(publication));
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    remove(&config_maps, publication, &owned, Some(config_map)).await?;
+    remove(&config_maps, publication, &owned, Some(&name)).await?;
     remove(&deployments, publication, &owned, server).await?;
     remove(&services, publication, &owned, server).await?;
     Ok(())
@@ -306,10 +322,14 @@ async fn remove<K>(
     keep: Option<&str>,
 ) -> Result<(), Error>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let objects = api.list_metadata(owned).await?.items;
+    let kind = K::kind(&());
+    let objects = api
+        .list_metadata(owned)
+        .await
+        .during("list", format!("the {kind}s of {}", describe(publication)))?
+        .items;
     for (name, uid) in unwanted(publication, &objects, keep) {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -320,15 +340,19 @@ where
         };
         match api.delete(&name, &params).await {
             Ok(_) => info!(
-                namespace = publication.namespace(),
-                name = publication.name_any(),
-                kind = K::kind(&K::DynamicType::default()).as_ref(),
+                kind = kind.as_ref(),
                 object = name,
                 "removed an object the publication no longer uses"
             ),
             // Gone already, or the name now belongs to another object: nothing of ours to delete.
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                let object = format!(
+                    "{kind} {}/{name}",
+                    publication.namespace().unwrap_or_default()
+                );
+                return Err(error).during("delete", object);
+            }
         }
     }
     Ok(())
