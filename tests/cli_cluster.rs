@@ -9,9 +9,9 @@ use std::process::Stdio;
 
 use jwks_operator::api::{REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{CommandOutput, TIMEOUT, TestNamespace, test_namespace};
+use support::{CommandOutput, SigningKeyBuilder, TIMEOUT, TestNamespace, test_namespace};
 
 /// Runs the built binary with `KUBECONFIG` set (and no in-cluster fallback to stumble on).
 async fn jwks_operator(kubeconfig: &Path, args: &[&str]) -> CommandOutput {
@@ -77,16 +77,7 @@ async fn kubeconfig_variant_async(edit: impl FnOnce(&mut Value) + Send + 'static
 }
 
 async fn create_signing_key(api: &Api<SigningKey>, name: &str, spec: Value) -> SigningKey {
-    let key: SigningKey = serde_json::from_value(json!({
-        "apiVersion": "jwks-operator.io/v1alpha1",
-        "kind": "SigningKey",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &key)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create SigningKey {name}: {e}"))
+    support::create(api, &SigningKeyBuilder::new(name).spec(spec).build()).await
 }
 
 /// Writes `status` through the status subresource, as the operator would.
@@ -165,13 +156,7 @@ async fn rotate_sets_the_annotation_and_a_second_rotate_changes_it() {
         .unwrap_or_else(|e| panic!("{first:?} is not RFC 3339: {e}"));
     assert!(first.ends_with('Z') && first.contains('.'), "{first:?}");
     assert!(at >= before.checked_sub(SignedDuration::from_secs(1)).unwrap());
-    let managers: Vec<_> = key
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.as_deref())
-        .collect();
+    let managers = support::managers(&key.metadata);
     assert!(managers.contains(&"jwks-operator-cli"), "{managers:?}");
 
     let out = cli(&["rotate", "api-tokens", "-n", &ns]).await;

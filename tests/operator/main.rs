@@ -24,7 +24,10 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{ChildProcess, TIMEOUT, TestNamespace, test_namespace, wait_for};
+use support::{
+    ChildProcess, PublicationBuilder, SigningKeyBuilder, TIMEOUT, TestNamespace, test_namespace,
+    wait_for,
+};
 use timeline::Timeline;
 
 /// One test's world: a namespace, its APIs and an operator serving it.
@@ -58,17 +61,8 @@ impl World {
     }
 
     pub async fn create_key(&self, name: &str, labels: Value, spec: Value) -> SigningKey {
-        let key: SigningKey = serde_json::from_value(json!({
-            "apiVersion": "jwks-operator.io/v1alpha1",
-            "kind": "SigningKey",
-            "metadata": {"name": name, "labels": labels},
-            "spec": spec,
-        }))
-        .unwrap();
-        self.keys
-            .create(&PostParams::default(), &key)
-            .await
-            .unwrap()
+        let key = SigningKeyBuilder::new(name).labels(labels).spec(spec);
+        support::create(&self.keys, &key.build()).await
     }
 
     pub async fn timeline(&self, name: &str) -> Timeline {

@@ -19,15 +19,8 @@ impl World {
     }
 
     pub async fn create_publication(&self, name: &str, spec: Value) -> JwksPublication {
-        let publication = serde_json::from_value(json!({
-            "apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        self.publications()
-            .create(&PostParams::default(), &publication)
-            .await
-            .unwrap()
+        let publication = PublicationBuilder::new(name).spec(spec).build();
+        support::create(&self.publications(), &publication).await
     }
 
     pub async fn wait_publication(
@@ -83,13 +76,7 @@ where
 /// The kids in a ConfigMap's `jwks.json`.
 fn kids_in(config_map: &ConfigMap) -> Vec<String> {
     let data = config_map.data.clone().unwrap_or_default();
-    let set: Value = serde_json::from_str(&data["jwks.json"]).unwrap();
-    set["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
+    support::kids_in_jwks(&data["jwks.json"])
 }
 
 fn publication_condition<'a>(

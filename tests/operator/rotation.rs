@@ -127,16 +127,10 @@ async fn activation_waits_until_every_selecting_publication_has_served_the_key()
     let publications: Api<JwksPublication> =
         Api::namespaced(world.ns.client.clone(), &world.ns.name);
     for (name, label) in [("main", "main"), ("elsewhere", "other")] {
-        let publication = serde_json::from_value(json!({
-            "apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
-            "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"jwks-operator.io/publication": label}}, "server": {"enabled": false}},
-        }))
-        .unwrap();
-        publications
-            .create(&PostParams::default(), &publication)
-            .await
-            .unwrap();
+        let publication = PublicationBuilder::new(name)
+            .publication_label(label)
+            .server(false);
+        support::create(&publications, &publication.build()).await;
     }
     let timeline = world.timeline("gated").await;
     world

@@ -11,7 +11,7 @@
 //! CRDs), [`objects`] (SigningKey and JwksPublication builders), [`waits`], [`processes`] (the
 //! operator and other children), [`tools`] (kubectl, helm), [`kubelet`], [`http`]; all
 //! re-exported here.
-#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod cluster;
 pub mod http;
@@ -37,11 +37,8 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub use cluster::*;
-pub use http::*;
-pub use kubelet::*;
-pub use namespace::*;
-pub use objects::*;
-pub use processes::*;
-pub use tools::*;
-pub use waits::*;
+// Each binary uses some of these; the rest would be unused imports.
+#[allow(unused_imports)]
+pub use self::{
+    cluster::*, http::*, kubelet::*, namespace::*, objects::*, processes::*, tools::*, waits::*,
+};
