@@ -72,20 +72,10 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
 
     // Someone else's Service and Deployment in A, and a Secret planted under the name a
     // SigningKey will use: our labels, a lifecycle record, the planter's own key.
-    let foreign_service = create_from(
-        &services_a,
-        json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "squatted"},
-        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}),
-    )
-    .await;
-    let foreign_deployment = create_from(
+    let foreign_service = create(&services_a, &support::foreign_service("squatted")).await;
+    let foreign_deployment = create(
         &deployments_a,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "squatted-deploy"},
-        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
-                 "template": {"metadata": {"labels": {"app": "theirs"}},
-                              "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
+        &support::foreign_deployment("squatted-deploy"),
     )
     .await;
     let planted = PrivateKey::generate(KeySpec::new(Algorithm::Es256, None, None).unwrap())

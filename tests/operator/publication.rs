@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::support::{self, TIMEOUT, wait_for};
+use super::support::{self, TIMEOUT, foreign_deployment, foreign_service, wait_for};
 use super::*;
 
 impl World {
@@ -21,6 +21,33 @@ impl World {
     pub async fn create_publication(&self, name: &str, spec: Value) -> JwksPublication {
         let publication = PublicationBuilder::new(name).spec(spec).build();
         support::create(&self.publications(), &publication).await
+    }
+
+    /// Creates the publication "main", selecting the keys labelled [`in_main`], with `spec`
+    /// (a JSON object) on top.
+    pub async fn create_main_publication(&self, spec: Value) -> JwksPublication {
+        let main = PublicationBuilder::new("main")
+            .publication_label("main")
+            .spec(spec);
+        support::create(&self.publications(), &main.build()).await
+    }
+
+    /// Creates a SigningKey of `algorithm` labelled [`in_main`]; waits for its active kid.
+    pub async fn create_key_in_main(&self, name: &str, algorithm: &str) -> String {
+        self.create_key(name, in_main(), json!({ "algorithm": algorithm }))
+            .await;
+        self.active_kid(name).await
+    }
+
+    /// Waits until the publication lists exactly the kids `expected`, in order.
+    pub async fn wait_kids(
+        &self,
+        name: &str,
+        what: &str,
+        expected: Vec<String>,
+    ) -> JwksPublicationStatus {
+        self.wait_publication(name, what, move |s| kids(s) == expected)
+            .await
     }
 
     pub async fn wait_publication(
@@ -64,15 +91,6 @@ impl World {
     }
 }
 
-/// Creates `object` (a manifest) through `api`.
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object).await.unwrap()
-}
-
 /// The kids in a ConfigMap's `jwks.json`.
 fn kids_in(config_map: &ConfigMap) -> Vec<String> {
     let data = config_map.data.clone().unwrap_or_default();
@@ -84,6 +102,11 @@ fn publication_condition<'a>(
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The labels that put a SigningKey into the publication "main".
+fn in_main() -> Value {
+    json!({ support::PUBLICATION_LABEL: "main" })
 }
 
 fn kids(status: &JwksPublicationStatus) -> Vec<String> {
@@ -104,7 +127,7 @@ async fn status_kids(world: &World, names: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
+    let main = in_main();
     world
         .create_key("es", main.clone(), json!({"algorithm": "ES256"}))
         .await;
@@ -138,11 +161,8 @@ async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map(
         .await;
 
     let expected = status_kids(&world, &["es", "rs"]).await;
-    let wanted = expected.clone();
     let status = world
-        .wait_publication("main", "the signing keys published", move |s| {
-            kids(s) == wanted
-        })
+        .wait_kids("main", "the signing keys published", expected.clone())
         .await;
     let cm = world.config_maps().get("main-jwks").await.unwrap();
     let data = cm.data.unwrap();
@@ -230,20 +250,12 @@ async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_otherwise_untouched() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
-    world
-        .create_key("a", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let a = world.active_kid("a").await;
-    let a_kid = a.clone();
+    let a = world.create_key_in_main("a", "ES256").await;
     let first = world
-        .wait_publication("main", "a published", move |s| kids(s) == [a_kid.clone()])
+        .wait_kids("main", "a published", vec![a.clone()])
         .await;
     let since = first.keys[0].published_at.clone();
     let version = world
@@ -266,10 +278,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         .patch("a", &PatchParams::default(), &Patch::Merge(&touch))
         .await
         .unwrap();
-    world
-        .create_key("b", main.clone(), json!({"algorithm": "EdDSA"}))
-        .await;
-    let b = world.active_kid("b").await;
+    let b = world.create_key_in_main("b", "EdDSA").await;
     let both = world
         .wait_publication("main", "b published too", |s| s.keys.len() == 2)
         .await;
@@ -299,9 +308,8 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         )
         .await
         .unwrap();
-    let a_kid = a.clone();
     world
-        .wait_publication("main", "b withdrawn", move |s| kids(s) == [a_kid.clone()])
+        .wait_kids("main", "b withdrawn", vec![a.clone()])
         .await;
     let note = wait_for(TIMEOUT, "the JwksUpdated event naming b", || async {
         world
@@ -387,8 +395,10 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_published_before_the_new_key_signs() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world.create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "1s"})).await;
+    let main = in_main();
+    world
+        .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "1s"}))
+        .await;
     world
         .create_key("rotating", main, rotating("ES256", "4s", "2s", "2s"))
         .await;
@@ -430,7 +440,7 @@ async fn rotation_is_published_before_the_new_key_signs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_everything() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
+    let main = in_main();
     world
         .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
         .await;
@@ -517,7 +527,7 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_max_age_longer_than_pre_publish_is_warned() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
+    let main = in_main();
     world
         .create_key(
             "k",
@@ -623,11 +633,8 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still_published() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("k").await;
+    let main = in_main();
+    let kid = world.create_key_in_main("k", "ES256").await;
     world
         .create_publication("a.b", json!({"selector": {"matchLabels": main}}))
         .await;
@@ -677,25 +684,10 @@ async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_server_objects_are_never_taken_over() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("k").await;
-    let service = create(
-        &world.services(),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc-jwks"},
-               "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}),
-    )
-    .await;
-    let deployment = create(
-        &world.deployments(),
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dep-jwks"},
-               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
-                        "template": {"metadata": {"labels": {"app": "theirs"}},
-                                     "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
-    )
-    .await;
+    let main = in_main();
+    let kid = world.create_key_in_main("k", "ES256").await;
+    let service = support::create(&world.services(), &foreign_service("svc-jwks")).await;
+    let deployment = support::create(&world.deployments(), &foreign_deployment("dep-jwks")).await;
     for name in ["svc", "dep"] {
         world
             .create_publication(name, json!({"selector": {"matchLabels": main}}))
@@ -768,20 +760,14 @@ async fn foreign_server_objects_are_never_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    let foreign = create(
+    let foreign = support::create_from(
         &world.config_maps(),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "main-jwks"},
                "data": {"jwks.json": r#"{"keys":[{"kid":"foreign-kid","kty":"oct"}]}"#}}),
     )
     .await;
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("k").await;
-    world
-        .create_publication("main", json!({"selector": {"matchLabels": main}}))
-        .await;
+    world.create_key_in_main("k", "ES256").await;
+    world.create_main_publication(json!({})).await;
     let status = world
         .wait_reason("main", "Published", "ConfigMapConflict")
         .await;
@@ -820,27 +806,16 @@ async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
+    let a = world.create_key_in_main("a", "ES256").await;
     world
-        .create_key("a", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let a = world.active_kid("a").await;
-    let wanted = a.clone();
-    world
-        .wait_publication("main", "a published", move |s| kids(s) == [wanted.clone()])
+        .wait_kids("main", "a published", vec![a.clone()])
         .await;
     let stale = world.config_maps().get("main-jwks").await.unwrap();
 
-    world
-        .create_key("b", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let b = world.active_kid("b").await;
+    let b = world.create_key_in_main("b", "ES256").await;
     let wanted = b.clone();
     let newer = world
         .wait_publication("main", "b published", move |s| kids(s).contains(&wanted))
@@ -889,14 +864,8 @@ async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_service() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("k").await;
-    world
-        .create_publication("main", json!({"selector": {"matchLabels": main}}))
-        .await;
+    let kid = world.create_key_in_main("k", "ES256").await;
+    world.create_main_publication(json!({})).await;
     let old = wait_for(TIMEOUT, "the ConfigMap, Deployment and Service", || async {
         let cm = world.config_maps().get_opt("main-jwks").await?;
         let deployment = world.deployments().get_opt("main-jwks").await?;
@@ -941,12 +910,9 @@ async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_servi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_kid_leaves_the_config_map_even_while_a_status_lists_it() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
+    let main = in_main();
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
     let held = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     world
@@ -958,11 +924,8 @@ async fn a_revoked_kid_leaves_the_config_map_even_while_a_status_lists_it() {
         .await
         .unwrap();
     let kid = world.active_kid("held").await;
-    let wanted = kid.clone();
     world
-        .wait_publication("main", "the kid published", move |s| {
-            kids(s) == [wanted.clone()]
-        })
+        .wait_kids("main", "the kid published", vec![kid.clone()])
         .await;
     world
         .keys

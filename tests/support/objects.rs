@@ -6,49 +6,44 @@
 //! create(&keys, &key).await;
 //! ```
 
+use std::marker::PhantomData;
+
 use jwks_operator::api::{JwksPublication, SigningKey};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-/// The `apiVersion` of both kinds.
-pub const API_VERSION: &str = "jwks-operator.io/v1alpha1";
 /// The label a publication's selector matches in most tests.
 pub const PUBLICATION_LABEL: &str = "jwks-operator.io/publication";
 
-/// A SigningKey manifest: name, labels and a spec built field by field (or given whole).
+/// A manifest of kind `K` (SigningKey or JwksPublication): name, labels and a spec built
+/// field by field, or given whole.
 #[derive(Clone, Debug)]
-pub struct SigningKeyBuilder {
+pub struct Builder<K> {
     name: String,
     labels: Map<String, Value>,
     spec: Map<String, Value>,
+    kind: PhantomData<K>,
 }
 
-impl SigningKeyBuilder {
+pub type SigningKeyBuilder = Builder<SigningKey>;
+pub type PublicationBuilder = Builder<JwksPublication>;
+
+impl<K> Builder<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
     pub fn new(name: &str) -> Self {
-        SigningKeyBuilder {
+        Builder {
             name: name.to_owned(),
             labels: Map::new(),
             spec: Map::new(),
+            kind: PhantomData,
         }
-    }
-
-    pub fn algorithm(self, algorithm: &str) -> Self {
-        self.field("algorithm", json!(algorithm))
-    }
-
-    pub fn rotate_every(self, interval: &str) -> Self {
-        self.rotation("interval", interval)
-    }
-
-    pub fn pre_publish(self, duration: &str) -> Self {
-        self.rotation("prePublish", duration)
-    }
-
-    pub fn grace_period(self, duration: &str) -> Self {
-        self.rotation("gracePeriod", duration)
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -74,37 +69,50 @@ impl SigningKeyBuilder {
         self
     }
 
+    /// The manifest as JSON (to apply, or to render as YAML).
+    pub fn json(&self) -> Value {
+        let mut metadata = json!({ "name": self.name });
+        if !self.labels.is_empty() {
+            metadata["labels"] = Value::Object(self.labels.clone());
+        }
+        json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": metadata,
+            "spec": self.spec,
+        })
+    }
+
+    pub fn build(&self) -> K {
+        typed(self.json())
+    }
+}
+
+impl Builder<SigningKey> {
+    pub fn algorithm(self, algorithm: &str) -> Self {
+        self.field("algorithm", json!(algorithm))
+    }
+
+    pub fn rotate_every(self, interval: &str) -> Self {
+        self.rotation("interval", interval)
+    }
+
+    pub fn pre_publish(self, duration: &str) -> Self {
+        self.rotation("prePublish", duration)
+    }
+
+    pub fn grace_period(self, duration: &str) -> Self {
+        self.rotation("gracePeriod", duration)
+    }
+
     fn rotation(mut self, name: &str, value: &str) -> Self {
         let rotation = self.spec.entry("rotation").or_insert_with(|| json!({}));
         rotation[name] = json!(value);
         self
     }
-
-    /// The manifest as JSON (to apply, or to render as YAML).
-    pub fn json(&self) -> Value {
-        manifest("SigningKey", &self.name, &self.labels, &self.spec)
-    }
-
-    pub fn build(&self) -> SigningKey {
-        typed(self.json())
-    }
 }
 
-/// A JwksPublication manifest. The selector is given whole or as labels to match.
-#[derive(Clone, Debug)]
-pub struct PublicationBuilder {
-    name: String,
-    spec: Map<String, Value>,
-}
-
-impl PublicationBuilder {
-    pub fn new(name: &str) -> Self {
-        PublicationBuilder {
-            name: name.to_owned(),
-            spec: Map::new(),
-        }
-    }
-
+impl Builder<JwksPublication> {
     /// Selects the keys whose labels include all of `labels` (a JSON object).
     pub fn match_labels(self, labels: Value) -> Self {
         self.selector(json!({ "matchLabels": labels }))
@@ -122,25 +130,6 @@ impl PublicationBuilder {
     /// Whether the operator runs a server for it (`spec.server.enabled`).
     pub fn server(self, enabled: bool) -> Self {
         self.field("server", json!({ "enabled": enabled }))
-    }
-
-    /// Sets every field of a JSON object in the spec.
-    pub fn spec(mut self, spec: Value) -> Self {
-        self.spec.extend(object(spec, "a spec"));
-        self
-    }
-
-    pub fn field(mut self, name: &str, value: Value) -> Self {
-        self.spec.insert(name.to_owned(), value);
-        self
-    }
-
-    pub fn json(&self) -> Value {
-        manifest("JwksPublication", &self.name, &Map::new(), &self.spec)
-    }
-
-    pub fn build(&self) -> JwksPublication {
-        typed(self.json())
     }
 }
 
@@ -168,6 +157,25 @@ where
     create(api, &typed(manifest)).await
 }
 
+/// Someone else's Service `name` (selecting `app: theirs`), for tests of what the operator
+/// must not take over.
+pub fn foreign_service(name: &str) -> Service {
+    typed(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}),
+    )
+}
+
+/// Someone else's Deployment `name` (no replicas), like [`foreign_service`].
+pub fn foreign_deployment(name: &str) -> Deployment {
+    typed(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
+                 "template": {"metadata": {"labels": {"app": "theirs"}},
+                              "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
+    )
+}
+
 /// The field managers that have written an object, in order.
 pub fn managers(meta: &ObjectMeta) -> Vec<&str> {
     meta.managed_fields
@@ -192,19 +200,6 @@ pub fn kids_in_jwks(jwks: &str) -> Vec<String> {
                 .to_owned()
         })
         .collect()
-}
-
-fn manifest(
-    kind: &str,
-    name: &str,
-    labels: &Map<String, Value>,
-    spec: &Map<String, Value>,
-) -> Value {
-    let mut metadata = json!({ "name": name });
-    if !labels.is_empty() {
-        metadata["labels"] = Value::Object(labels.clone());
-    }
-    json!({ "apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec })
 }
 
 fn object(value: Value, what: &str) -> Map<String, Value> {
