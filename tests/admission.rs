@@ -203,16 +203,7 @@ async fn every_example_is_accepted_by_dry_run_and_by_a_real_create() {
 async fn every_yaml_block_of_the_readme_is_accepted() {
     let ns = test_namespace().await;
     // The recipes include a Pod, which needs the namespace's default ServiceAccount.
-    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        kube::Api::namespaced(ns.client.clone(), &ns.name);
-    support::wait_for(support::TIMEOUT, "the default ServiceAccount", || async {
-        accounts
-            .get_opt("default")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
+    ns.default_service_account().await;
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let blocks: Vec<&str> = readme
         .split("```yaml\n")

@@ -5,7 +5,7 @@ use jwks_operator::api::{JwksPublication, JwksPublicationStatus, KeyState};
 use jwks_operator::jose;
 use jwks_operator::publication::strong_etag;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -154,10 +154,7 @@ async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map(
             .await;
     }
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "issuer": "https://auth.example.com"}),
-        )
+        .create_main_publication(json!({"issuer": "https://auth.example.com"}))
         .await;
 
     let expected = status_kids(&world, &["es", "rs"]).await;
@@ -445,21 +442,11 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
         .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
         .await;
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"port": 9000}}),
-        )
+        .create_main_publication(json!({"server": {"port": 9000}}))
         .await;
-    let deployments: Api<Deployment> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    let services: Api<Service> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    wait_for(TIMEOUT, "the server Deployment", || async {
-        deployments
-            .get_opt("main-jwks")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
+    let deployments = world.deployments();
+    let services = world.services();
+    support::wait_exists(&deployments, "main-jwks", TIMEOUT).await;
 
     let disable = json!({"spec": {"server": {"enabled": false}}});
     world
@@ -536,7 +523,7 @@ async fn cache_max_age_longer_than_pre_publish_is_warned() {
         )
         .await;
     world
-        .create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "10m"}))
+        .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "10m"}))
         .await;
     let status = world
         .wait_publication("main", "the warning", |s| {
@@ -576,24 +563,8 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
             json!({"selector": {}, "server": {"tlsSecretName": "jwks-tls"}}),
         )
         .await;
-    let deployments: Api<Deployment> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    let deployment = wait_for(TIMEOUT, "the server Deployment", || async {
-        deployments
-            .get_opt("main-jwks")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    wait_for(TIMEOUT, "the default ServiceAccount", || async {
-        accounts
-            .get_opt("default")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
+    let deployment = support::wait_exists(&world.deployments(), "main-jwks", TIMEOUT).await;
+    world.ns.default_service_account().await;
 
     let template = deployment.spec.unwrap().template;
     let pods: Api<Pod> = Api::namespaced(world.ns.client.clone(), &world.ns.name);

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -12,7 +12,7 @@ use kube::runtime::wait::conditions;
 use kube::{Client, Config};
 
 use super::cluster::shared_control_plane;
-use super::waits::wait_until;
+use super::waits::{wait_exists, wait_until};
 use super::{FIELD_MANAGER, TIMEOUT, repo_root};
 
 /// A namespace of one's own on the shared control plane, and a client for this test's runtime.
@@ -57,6 +57,15 @@ pub async fn test_namespace() -> TestNamespace {
     TestNamespace {
         name: created.metadata.name.unwrap_or_default(),
         client,
+    }
+}
+
+impl TestNamespace {
+    /// Waits for the namespace's default ServiceAccount: until it exists, the ServiceAccount
+    /// admission plugin refuses Pods.
+    pub async fn default_service_account(&self) -> ServiceAccount {
+        let accounts = Api::namespaced(self.client.clone(), &self.name);
+        wait_exists(&accounts, "default", TIMEOUT).await
     }
 }
 

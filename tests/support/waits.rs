@@ -77,3 +77,16 @@ where
     )
     .await;
 }
+
+/// Polls until the object `name` exists, and returns it.
+pub async fn wait_exists<K>(api: &Api<K>, name: &str, timeout: Duration) -> K
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    wait_for(timeout, &format!("{kind} {name} to exist"), || async {
+        api.get_opt(name).await?.ok_or_else(|| "not yet".into())
+    })
+    .await
+}
