@@ -65,6 +65,13 @@ impl World {
         support::create(&self.keys, &key.build()).await
     }
 
+    /// Creates a SigningKey of `algorithm` with `labels`; waits for its active kid.
+    pub async fn create_active_key(&self, name: &str, labels: Value, algorithm: &str) -> String {
+        self.create_key(name, labels, json!({ "algorithm": algorithm }))
+            .await;
+        self.active_kid(name).await
+    }
+
     pub async fn timeline(&self, name: &str) -> Timeline {
         Timeline::watch(&self.ns.client, &self.ns.name, name, name).await
     }
@@ -90,6 +97,13 @@ impl World {
             .wait_status(name, "an active key", |s| active(s).is_some())
             .await;
         active(&status).unwrap().kid.clone()
+    }
+
+    /// Waits until the SigningKey has a pending successor; returns the status and that key.
+    pub async fn wait_pending(&self, name: &str, what: &str) -> (SigningKeyStatus, KeyStatus) {
+        let status = self.wait_status(name, what, |s| pending(s).is_some()).await;
+        let successor = pending(&status).unwrap().clone();
+        (status, successor)
     }
 
     /// Creates a Secret holding `bytes` under `key` (an import source, say).
@@ -170,6 +184,10 @@ impl World {
 
 pub fn active(status: &SigningKeyStatus) -> Option<&KeyStatus> {
     status.keys.iter().find(|k| k.state == KeyState::Active)
+}
+
+pub fn pending(status: &SigningKeyStatus) -> Option<&KeyStatus> {
+    status.keys.iter().find(|k| k.state == KeyState::Pending)
 }
 
 pub fn state_of(status: &SigningKeyStatus, kid: &str) -> Option<KeyState> {

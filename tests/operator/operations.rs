@@ -94,10 +94,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_dies() {
         "{holder}"
     );
 
-    world
-        .create_key("first", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("first").await;
+    world.create_active_key("first", json!({}), "ES256").await;
     wait_for(TIMEOUT, "the leader to log its work", || async {
         let log = replicas[leader].process.log();
         if log.contains("key ring changed") {
@@ -120,10 +117,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_dies() {
 
     let killed_at = Timestamp::now();
     replicas[leader].process.signal("KILL");
-    world
-        .create_key("second", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("second").await;
+    world.create_active_key("second", json!({}), "ES256").await;
     let took_over = Timestamp::now().duration_since(killed_at);
     assert!(replicas[standby].is_leader().await);
     assert!(

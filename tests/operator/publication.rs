@@ -32,13 +32,6 @@ impl World {
         support::create(&self.publications(), &main.build()).await
     }
 
-    /// Creates a SigningKey of `algorithm` labelled [`in_main`]; waits for its active kid.
-    pub async fn create_key_in_main(&self, name: &str, algorithm: &str) -> String {
-        self.create_key(name, in_main(), json!({ "algorithm": algorithm }))
-            .await;
-        self.active_kid(name).await
-    }
-
     /// Waits until the publication lists exactly the kids `expected`, in order.
     pub async fn wait_kids(
         &self,
@@ -250,7 +243,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
     world
         .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
-    let a = world.create_key_in_main("a", "ES256").await;
+    let a = world.create_active_key("a", in_main(), "ES256").await;
     let first = world
         .wait_kids("main", "a published", vec![a.clone()])
         .await;
@@ -275,7 +268,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         .patch("a", &PatchParams::default(), &Patch::Merge(&touch))
         .await
         .unwrap();
-    let b = world.create_key_in_main("b", "EdDSA").await;
+    let b = world.create_active_key("b", in_main(), "EdDSA").await;
     let both = world
         .wait_publication("main", "b published too", |s| s.keys.len() == 2)
         .await;
@@ -605,7 +598,7 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
 async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still_published() {
     let world = World::new().await;
     let main = in_main();
-    let kid = world.create_key_in_main("k", "ES256").await;
+    let kid = world.create_active_key("k", in_main(), "ES256").await;
     world
         .create_publication("a.b", json!({"selector": {"matchLabels": main}}))
         .await;
@@ -656,7 +649,7 @@ async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still
 async fn foreign_server_objects_are_never_taken_over() {
     let world = World::new().await;
     let main = in_main();
-    let kid = world.create_key_in_main("k", "ES256").await;
+    let kid = world.create_active_key("k", in_main(), "ES256").await;
     let service = support::create(&world.services(), &foreign_service("svc-jwks")).await;
     let deployment = support::create(&world.deployments(), &foreign_deployment("dep-jwks")).await;
     for name in ["svc", "dep"] {
@@ -737,7 +730,7 @@ async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
                "data": {"jwks.json": r#"{"keys":[{"kid":"foreign-kid","kty":"oct"}]}"#}}),
     )
     .await;
-    world.create_key_in_main("k", "ES256").await;
+    world.create_active_key("k", in_main(), "ES256").await;
     world.create_main_publication(json!({})).await;
     let status = world
         .wait_reason("main", "Published", "ConfigMapConflict")
@@ -780,13 +773,13 @@ async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
     world
         .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
-    let a = world.create_key_in_main("a", "ES256").await;
+    let a = world.create_active_key("a", in_main(), "ES256").await;
     world
         .wait_kids("main", "a published", vec![a.clone()])
         .await;
     let stale = world.config_maps().get("main-jwks").await.unwrap();
 
-    let b = world.create_key_in_main("b", "ES256").await;
+    let b = world.create_active_key("b", in_main(), "ES256").await;
     let wanted = b.clone();
     let newer = world
         .wait_publication("main", "b published", move |s| kids(s).contains(&wanted))
@@ -835,7 +828,7 @@ async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_service() {
     let world = World::new().await;
-    let kid = world.create_key_in_main("k", "ES256").await;
+    let kid = world.create_active_key("k", in_main(), "ES256").await;
     world.create_main_publication(json!({})).await;
     let old = wait_for(TIMEOUT, "the ConfigMap, Deployment and Service", || async {
         let cm = world.config_maps().get_opt("main-jwks").await?;
