@@ -125,6 +125,21 @@ fn three_key_status(now: Timestamp) -> Value {
     })
 }
 
+/// A namespace of one's own holding the SigningKey `k` whose status lists a retired, the
+/// active and a pending kid; its name and an API for SigningKeys in it.
+async fn key_with_three_kids() -> (String, Api<SigningKey>) {
+    let TestNamespace { name: ns, client } = test_namespace().await;
+    let api = Api::<SigningKey>::namespaced(client, &ns);
+    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
+    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    (ns, api)
+}
+
+/// The revoke annotation of the SigningKey `k` as stored now.
+async fn revoked(api: &Api<SigningKey>) -> Option<String> {
+    annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION)
+}
+
 fn annotation(key: &SigningKey, name: &str) -> Option<String> {
     key.metadata.annotations.as_ref()?.get(name).cloned()
 }
@@ -202,10 +217,7 @@ async fn rotate_of_a_missing_signing_key_fails_without_creating_it() {
 
 #[tokio::test]
 async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
-    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    let (ns, api) = key_with_three_kids().await;
     // A kid revoked earlier that the operator has since dropped from the status.
     api.patch(
         "k",
@@ -221,10 +233,7 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
         out.stdout,
         format!("signingkey {ns}/k: revoked retired-kid\n")
     );
-    assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
-        Some("gone-kid,retired-kid")
-    );
+    assert_eq!(revoked(&api).await.as_deref(), Some("gone-kid,retired-kid"));
 
     let out = cli(&[
         "revoke",
@@ -250,17 +259,14 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
         "no warning without the active kid: {out}"
     );
     assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
+        revoked(&api).await.as_deref(),
         Some("gone-kid,pending-kid,retired-kid")
     );
 }
 
 #[tokio::test]
 async fn revoke_refuses_an_unknown_kid_unless_forced() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
-    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    let (ns, api) = key_with_three_kids().await;
 
     let out = cli(&[
         "revoke",
@@ -282,25 +288,19 @@ async fn revoke_refuses_an_unknown_kid_unless_forced() {
     );
     assert!(line.contains("--force"), "{line}");
     assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION),
+        revoked(&api).await,
         None,
         "a refused revoke must not write anything"
     );
 
     let out = cli(&["revoke", "k", "-n", &ns, "--kid", "typo-kid", "--force"]).await;
     assert_success(&out);
-    assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
-        Some("typo-kid")
-    );
+    assert_eq!(revoked(&api).await.as_deref(), Some("typo-kid"));
 }
 
 #[tokio::test]
 async fn revoke_of_the_active_kid_warns_that_a_fresh_key_takes_over() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
-    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    let (ns, api) = key_with_three_kids().await;
 
     let out = cli(&["revoke", "k", "-n", &ns, "--kid", "active-kid"]).await;
 
@@ -317,10 +317,7 @@ async fn revoke_of_the_active_kid_warns_that_a_fresh_key_takes_over() {
                 .contains("a fresh key will be generated and activated immediately"),
         "{out}"
     );
-    assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
-        Some("active-kid")
-    );
+    assert_eq!(revoked(&api).await.as_deref(), Some("active-kid"));
 }
 
 #[tokio::test]
