@@ -59,6 +59,16 @@ pub async fn kubectl(args: &[&str]) -> CommandOutput {
     }
 }
 
+/// `kubectl apply --server-side -n <namespace> -f <path>`, with `flags` (`--dry-run=server`)
+/// before the namespace.
+pub async fn kubectl_apply(namespace: &str, path: &Path, flags: &[&str]) -> CommandOutput {
+    let path = path.to_string_lossy();
+    let mut args = vec!["apply", "--server-side"];
+    args.extend_from_slice(flags);
+    args.extend(["-n", namespace, "-f", &path]);
+    kubectl(&args).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // helm and kubeconform
 
