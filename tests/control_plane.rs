@@ -233,6 +233,16 @@ fn start_own_control_plane(watch_pid: u32) -> ControlPlane {
     cp
 }
 
+/// A `sleep 300` and a control plane of its own watching it.
+fn control_plane_watching_a_sleep() -> (std::process::Child, ControlPlane) {
+    let watched = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep started");
+    let cp = start_own_control_plane(watched.id());
+    (watched, cp)
+}
+
 /// Polls until the launcher has exited, no component pid is alive, no process mentions the
 /// state directory, and the directory itself is gone (a clean stop removes it).
 fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
@@ -268,11 +278,7 @@ fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
 #[test]
 fn launcher_stops_everything_when_the_watched_process_exits() {
     let _one_at_a_time = OWN_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut watched = Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .expect("sleep started");
-    let cp = start_own_control_plane(watched.id());
+    let (mut watched, cp) = control_plane_watching_a_sleep();
     let pids = cp.component_pids();
 
     watched.kill().expect("sleep killed");
@@ -284,11 +290,7 @@ fn launcher_stops_everything_when_the_watched_process_exits() {
 #[test]
 fn launcher_stops_everything_when_the_watched_process_is_a_zombie() {
     let _one_at_a_time = OWN_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut watched = Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .expect("sleep started");
-    let cp = start_own_control_plane(watched.id());
+    let (mut watched, cp) = control_plane_watching_a_sleep();
     let pids = cp.component_pids();
 
     // A SIGKILLed test binary stays a zombie until cargo reaps it; that counts as gone.
