@@ -53,6 +53,15 @@ fn one_line_failure(out: &CommandOutput) -> &str {
     stderr
 }
 
+/// A one-line failure saying the SigningKey `ghost` does not exist in `ns`.
+fn assert_ghost_not_found(out: &CommandOutput, ns: &str) {
+    let line = one_line_failure(out);
+    assert!(
+        line.contains(&format!("signingkey {ns}/ghost not found")),
+        "{line}"
+    );
+}
+
 fn assert_success(out: &CommandOutput) {
     assert!(out.success(), "{out}");
 }
@@ -207,11 +216,7 @@ async fn rotate_of_a_missing_signing_key_fails_without_creating_it() {
 
     let out = cli(&["rotate", "ghost", "-n", &ns]).await;
 
-    let line = one_line_failure(&out);
-    assert!(
-        line.contains(&format!("signingkey {ns}/ghost not found")),
-        "{line}"
-    );
+    assert_ghost_not_found(&out, &ns);
     assert!(api.get_opt("ghost").await.unwrap().is_none());
 }
 
@@ -326,11 +331,7 @@ async fn revoke_of_a_missing_signing_key_fails_with_one_line() {
 
     let out = cli(&["revoke", "ghost", "-n", &ns, "--kid", "a"]).await;
 
-    let line = one_line_failure(&out);
-    assert!(
-        line.contains(&format!("signingkey {ns}/ghost not found")),
-        "{line}"
-    );
+    assert_ghost_not_found(&out, &ns);
 }
 
 #[tokio::test]
@@ -429,11 +430,7 @@ async fn status_of_a_missing_signing_key_fails_with_one_line() {
 
     let out = cli(&["status", "ghost", "-n", &ns]).await;
 
-    let line = one_line_failure(&out);
-    assert!(
-        line.contains(&format!("signingkey {ns}/ghost not found")),
-        "{line}"
-    );
+    assert_ghost_not_found(&out, &ns);
 }
 
 #[tokio::test]

@@ -233,16 +233,6 @@ fn start_own_control_plane(watch_pid: u32) -> ControlPlane {
     cp
 }
 
-/// A `sleep 300` and a control plane of its own watching it.
-fn control_plane_watching_a_sleep() -> (std::process::Child, ControlPlane) {
-    let watched = Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .expect("sleep started");
-    let cp = start_own_control_plane(watched.id());
-    (watched, cp)
-}
-
 /// Polls until the launcher has exited, no component pid is alive, no process mentions the
 /// state directory, and the directory itself is gone (a clean stop removes it).
 fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
@@ -277,27 +267,40 @@ fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
 
 #[test]
 fn launcher_stops_everything_when_the_watched_process_exits() {
-    let _one_at_a_time = OWN_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut watched, cp) = control_plane_watching_a_sleep();
-    let pids = cp.component_pids();
-
-    watched.kill().expect("sleep killed");
-    watched.wait().expect("sleep reaped");
-
-    assert_everything_stops(&cp, &pids);
+    launcher_stops_everything_when_the_watched_sleep_is_killed(Reaped::Before);
 }
 
 #[test]
 fn launcher_stops_everything_when_the_watched_process_is_a_zombie() {
+    // A SIGKILLed test binary stays a zombie until cargo reaps it; that counts as gone.
+    launcher_stops_everything_when_the_watched_sleep_is_killed(Reaped::After);
+}
+
+/// When the killed sleep is reaped: before the control plane must be gone, or only after.
+#[derive(PartialEq)]
+enum Reaped {
+    Before,
+    After,
+}
+
+fn launcher_stops_everything_when_the_watched_sleep_is_killed(reaped: Reaped) {
     let _one_at_a_time = OWN_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut watched, cp) = control_plane_watching_a_sleep();
+    let mut watched = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep started");
+    let cp = start_own_control_plane(watched.id());
     let pids = cp.component_pids();
 
-    // A SIGKILLed test binary stays a zombie until cargo reaps it; that counts as gone.
     watched.kill().expect("sleep killed");
+    if reaped == Reaped::Before {
+        watched.wait().expect("sleep reaped");
+    }
 
     assert_everything_stops(&cp, &pids);
-    watched.wait().expect("sleep reaped");
+    if reaped == Reaped::After {
+        watched.wait().expect("sleep reaped");
+    }
 }
 
 #[test]

@@ -1,10 +1,18 @@
-// What the jose scripts (jose_verify.mjs, remote_sign_verify.mjs) share: loading `jose` through
-// NODE_PATH, reading JSON input, and one-line error text for reports and stderr.
+// What the jose scripts (jose_verify.mjs, remote_sign_verify.mjs) share: running `main` with
+// one-line errors, loading `jose` through NODE_PATH, reading JSON input.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+
+// Runs a script's `main`; an error it throws is one line on stderr and exit status 1.
+export function runMain(script, main) {
+  main().catch((err) => {
+    process.stderr.write(`${script}: ${oneLine(err)}\n`);
+    process.exit(1);
+  });
+}
 
 // ESM ignores NODE_PATH, CommonJS resolution honours it: resolve there, then import by URL.
 export async function loadJose() {

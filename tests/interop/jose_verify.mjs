@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { loadJose, oneLine, readJson } from './jose_common.mjs';
+import { loadJose, oneLine, readJson, runMain } from './jose_common.mjs';
 
 // Shared with pyjwt_verify.py: the verifiers check these claims independently.
 const ISSUER = 'https://issuer.interop.jwks-operator.test';
@@ -20,10 +20,7 @@ const AUDIENCE = 'jwks-operator-interop';
 
 const SCRIPT = 'jose_verify';
 
-main().catch((err) => {
-  process.stderr.write(`${SCRIPT}: ${oneLine(err)}\n`);
-  process.exit(1);
-});
+runMain(SCRIPT, main);
 
 async function main() {
   const args = parseCommandLine();

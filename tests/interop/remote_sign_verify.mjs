@@ -19,17 +19,14 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { loadJose, oneLine, readJson } from './jose_common.mjs';
+import { loadJose, oneLine, readJson, runMain } from './jose_common.mjs';
 
 const AUDIENCE = 'jwks-operator-interop';
 const LIBRARY = 'jose';
 const SCRIPT = 'remote_sign_verify';
 const SIGNING_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 
-main().catch((err) => {
-  process.stderr.write(`${SCRIPT}: ${oneLine(err)}\n`);
-  process.exit(1);
-});
+runMain(SCRIPT, main);
 
 async function main() {
   const args = parseCommandLine();
