@@ -134,12 +134,19 @@ fn three_key_status(now: Timestamp) -> Value {
     })
 }
 
+/// A namespace of one's own holding the SigningKey `name` with `spec`; the namespace's name
+/// and an API for SigningKeys in it.
+async fn namespace_with_key(name: &str, spec: Value) -> (String, Api<SigningKey>) {
+    let TestNamespace { name: ns, client } = test_namespace().await;
+    let api = Api::<SigningKey>::namespaced(client, &ns);
+    create_signing_key(&api, name, spec).await;
+    (ns, api)
+}
+
 /// A namespace of one's own holding the SigningKey `k` whose status lists a retired, the
 /// active and a pending kid; its name and an API for SigningKeys in it.
 async fn key_with_three_kids() -> (String, Api<SigningKey>) {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
+    let (ns, api) = namespace_with_key("k", json!({"algorithm": "EdDSA"})).await;
     set_status(&api, "k", three_key_status(Timestamp::now())).await;
     (ns, api)
 }
@@ -155,10 +162,7 @@ fn annotation(key: &SigningKey, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn rotate_sets_the_annotation_and_a_second_rotate_changes_it() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(
-        &api,
+    let (ns, api) = namespace_with_key(
         "api-tokens",
         json!({"algorithm": "ES256", "rotation": {"interval": "720h", "prePublish": "90m"}}),
     )
@@ -195,9 +199,7 @@ async fn rotate_sets_the_annotation_and_a_second_rotate_changes_it() {
 
 #[tokio::test]
 async fn rotate_without_a_rotation_spec_reports_the_default_pre_publish() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "manual", json!({"algorithm": "EdDSA"})).await;
+    let (ns, _) = namespace_with_key("manual", json!({"algorithm": "EdDSA"})).await;
 
     let out = cli(&["rotate", "manual", "--namespace", &ns]).await;
 
@@ -336,10 +338,7 @@ async fn revoke_of_a_missing_signing_key_fails_with_one_line() {
 
 #[tokio::test]
 async fn status_shows_the_kids_states_and_ready_condition_the_operator_wrote() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(
-        &api,
+    let (ns, api) = namespace_with_key(
         "api-tokens",
         json!({
             "algorithm": "EdDSA",
@@ -507,13 +506,7 @@ async fn status_of_an_empty_namespace_says_so_on_stderr() {
 
 #[tokio::test]
 async fn a_forbidden_request_fails_with_one_line() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    create_signing_key(
-        &Api::<SigningKey>::namespaced(client, &ns),
-        "k",
-        json!({"algorithm": "ES256"}),
-    )
-    .await;
+    let (ns, _) = namespace_with_key("k", json!({"algorithm": "ES256"})).await;
     // The admin may impersonate; a user nobody granted anything may do nothing.
     let kubeconfig = kubeconfig_variant_async(|config| {
         for user in config["users"].as_array_mut().unwrap() {

@@ -239,14 +239,7 @@ fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
     let deadline = std::time::Instant::now() + GONE_WITHIN;
     let dir = cp.dir.to_string_lossy().into_owned();
     loop {
-        let launcher_done = cp
-            .launcher
-            .lock()
-            .unwrap()
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_some();
+        let launcher_done = cp.launcher_exited();
         let running: Vec<_> = pids
             .iter()
             .filter(|(_, pid)| support::process_running(*pid))
@@ -325,16 +318,7 @@ fn launcher_stops_everything_when_a_component_dies() {
 
     // A failed stop keeps the state directory for its logs; check the processes only.
     let deadline = std::time::Instant::now() + GONE_WITHIN;
-    while pids.iter().any(|(_, pid)| support::process_running(*pid))
-        || cp
-            .launcher
-            .lock()
-            .unwrap()
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_none()
-    {
+    while pids.iter().any(|(_, pid)| support::process_running(*pid)) || !cp.launcher_exited() {
         assert!(
             std::time::Instant::now() < deadline,
             "control plane still running; launcher log:\n{}",

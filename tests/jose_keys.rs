@@ -127,14 +127,7 @@ fn certificate_is_published_as_x5c_and_matches_the_key() {
         Algorithm::EdDsa,
     ] {
         let key = generate(alg);
-        let now = std::time::SystemTime::now();
-        let der = jose::self_signed_certificate(
-            &key,
-            "api.example",
-            now,
-            now + std::time::Duration::from_secs(86400),
-        )
-        .unwrap();
+        let der = day_long_certificate(&key);
         let jwk = key.public_key().to_jwk().with_certificate(&der);
         let set = serde_json::to_vec(&serde_json::json!({ "keys": [jwk] })).unwrap();
         assert_eq!(
@@ -227,6 +220,13 @@ fn with_leading_zero(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode([&[0][..], &base64_decode(text)].concat())
+}
+
+/// A self-signed certificate for `api.example`, valid from now for a day.
+fn day_long_certificate(key: &PrivateKey) -> Vec<u8> {
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86400);
+    jose::self_signed_certificate(key, "api.example", now, now + day).unwrap()
 }
 
 fn with_last_byte_flipped(text: &str) -> String {
@@ -392,14 +392,7 @@ fn private_jwk_debug_prints_no_private_member() {
 fn private_jwk_certificate_matches_the_public_jwk_certificate() {
     for alg in [Algorithm::Rs256, Algorithm::Es384, Algorithm::EdDsa] {
         let key = generate(alg);
-        let now = std::time::SystemTime::now();
-        let der = jose::self_signed_certificate(
-            &key,
-            "api.example",
-            now,
-            now + std::time::Duration::from_secs(86400),
-        )
-        .unwrap();
+        let der = day_long_certificate(&key);
         let private = key.to_private_jwk().unwrap().with_certificate(&der);
         assert_eq!(
             private.to_public_jwk(),

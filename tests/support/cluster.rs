@@ -82,6 +82,12 @@ impl ControlPlane {
         }
     }
 
+    /// Whether the launcher has exited (it is reaped if so).
+    pub fn launcher_exited(&self) -> bool {
+        let mut launcher = self.launcher.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(launcher.try_wait(), Ok(Some(_)))
+    }
+
     /// The pid recorded in `<component>.pid` (`etcd`, `apiserver`, `controller-manager`).
     pub fn component_pid(&self, component: &str) -> u32 {
         read_pid(&self.dir.join(format!("{component}.pid")))
