@@ -151,6 +151,16 @@ async fn key_with_three_kids() -> (String, Api<SigningKey>) {
     (ns, api)
 }
 
+/// `jwks-operator revoke k -n <ns> --kid <kid>...` with `flags` after the kids.
+async fn revoke_k(ns: &str, kids: &[&str], flags: &[&str]) -> CommandOutput {
+    let mut args = vec!["revoke", "k", "-n", ns];
+    for kid in kids {
+        args.extend(["--kid", kid]);
+    }
+    args.extend_from_slice(flags);
+    cli(&args).await
+}
+
 /// The revoke annotation of the SigningKey `k` as stored now.
 async fn revoked(api: &Api<SigningKey>) -> Option<String> {
     annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION)
@@ -234,7 +244,7 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
     .await
     .unwrap();
 
-    let out = cli(&["revoke", "k", "-n", &ns, "--kid", "retired-kid"]).await;
+    let out = revoke_k(&ns, &["retired-kid"], &[]).await;
     assert_success(&out);
     assert_eq!(
         out.stdout,
@@ -242,19 +252,7 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
     );
     assert_eq!(revoked(&api).await.as_deref(), Some("gone-kid,retired-kid"));
 
-    let out = cli(&[
-        "revoke",
-        "k",
-        "-n",
-        &ns,
-        "--kid",
-        "pending-kid",
-        "--kid",
-        "retired-kid",
-        "--kid",
-        "pending-kid",
-    ])
-    .await;
+    let out = revoke_k(&ns, &["pending-kid", "retired-kid", "pending-kid"], &[]).await;
     assert_success(&out);
     assert!(
         out.stdout.contains("revoked pending-kid\n")
@@ -275,17 +273,7 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
 async fn revoke_refuses_an_unknown_kid_unless_forced() {
     let (ns, api) = key_with_three_kids().await;
 
-    let out = cli(&[
-        "revoke",
-        "k",
-        "-n",
-        &ns,
-        "--kid",
-        "typo-kid",
-        "--kid",
-        "retired-kid",
-    ])
-    .await;
+    let out = revoke_k(&ns, &["typo-kid", "retired-kid"], &[]).await;
 
     let line = one_line_failure(&out);
     assert!(line.contains("typo-kid"), "{line}");
@@ -300,7 +288,7 @@ async fn revoke_refuses_an_unknown_kid_unless_forced() {
         "a refused revoke must not write anything"
     );
 
-    let out = cli(&["revoke", "k", "-n", &ns, "--kid", "typo-kid", "--force"]).await;
+    let out = revoke_k(&ns, &["typo-kid"], &["--force"]).await;
     assert_success(&out);
     assert_eq!(revoked(&api).await.as_deref(), Some("typo-kid"));
 }
@@ -309,7 +297,7 @@ async fn revoke_refuses_an_unknown_kid_unless_forced() {
 async fn revoke_of_the_active_kid_warns_that_a_fresh_key_takes_over() {
     let (ns, api) = key_with_three_kids().await;
 
-    let out = cli(&["revoke", "k", "-n", &ns, "--kid", "active-kid"]).await;
+    let out = revoke_k(&ns, &["active-kid"], &[]).await;
 
     assert_success(&out);
     assert_eq!(
