@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::fixtures::{openssl, scratch_dir};
+use super::fixtures::{ec_pkcs8_key, openssl, scratch_dir};
 use super::*;
 
 /// Overwrites some data keys of the Secret, as a careless `kubectl edit` would.
@@ -458,20 +458,11 @@ async fn missing_then_provided_import_source_is_adopted_as_the_first_key() {
 async fn unreadable_import_source_is_reported_in_one_line() {
     let world = World::new().await;
     let dir = scratch_dir("import-encrypted");
-    openssl(
+    ec_pkcs8_key(
         &dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-aes-128-cbc",
-            "-pass",
-            "pass:x",
-            "-out",
-            "enc.pem",
-        ],
+        "P-256",
+        "enc.pem",
+        &["-aes-128-cbc", "-pass", "pass:x"],
     );
     world
         .create_import_source(
@@ -502,18 +493,7 @@ async fn certificate_and_import_publish_a_consistent_x5c_and_nothing_private_lea
     let world = World::new().await;
     let timeline = world.timeline("certified").await;
     let dir = scratch_dir("import-pkcs8");
-    openssl(
-        &dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            "key.pem",
-        ],
-    );
+    ec_pkcs8_key(&dir, "P-384", "key.pem", &[]);
     world
         .create_import_source(
             "source",
