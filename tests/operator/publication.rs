@@ -58,6 +58,18 @@ impl World {
         publication.status.unwrap()
     }
 
+    /// The stored status of the publication `name`.
+    pub async fn publication_status(&self, name: &str) -> JwksPublicationStatus {
+        let publication = self.publications().get(name).await.unwrap();
+        publication.status.unwrap()
+    }
+
+    /// The resourceVersion of the ConfigMap `name` as stored now.
+    pub async fn config_map_version(&self, name: &str) -> Option<String> {
+        let config_map = self.config_maps().get(name).await.unwrap();
+        config_map.metadata.resource_version
+    }
+
     pub fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.ns.client.clone(), &self.ns.name)
     }
@@ -248,13 +260,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         .wait_kids("main", "a published", vec![a.clone()])
         .await;
     let since = first.keys[0].published_at.clone();
-    let version = world
-        .config_maps()
-        .get("main-jwks")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let version = world.config_map_version("main-jwks").await;
 
     // Unrelated changes: the publication and a key are touched, the content stays the same.
     let touch = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
@@ -277,13 +283,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         since,
         "a's first publication time is kept"
     );
-    let after_b = world
-        .config_maps()
-        .get("main-jwks")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let after_b = world.config_map_version("main-jwks").await;
     assert_ne!(after_b, version);
 
     // Relabelled out: b leaves; back in: b returns with a new first-publication time.
@@ -331,25 +331,13 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         .data
         .unwrap();
     assert_eq!(empty["jwks.json"], r#"{"keys":[]}"#);
-    let status = world
-        .publications()
-        .get("main")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = world.publication_status("main").await;
     assert_eq!(
         publication_condition(&status, "Ready").unwrap().reason,
         "NoKeys"
     );
 
-    let unchanged = world
-        .config_maps()
-        .get("main-jwks")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let unchanged = world.config_map_version("main-jwks").await;
     world
         .publications()
         .patch(
@@ -438,7 +426,6 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
         .create_main_publication(json!({"server": {"port": 9000}}))
         .await;
     let deployments = world.deployments();
-    let services = world.services();
     support::wait_exists(&deployments, "main-jwks", TIMEOUT).await;
 
     let disable = json!({"spec": {"server": {"enabled": false}}});
@@ -448,11 +435,7 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
         .await
         .unwrap();
     let status = world
-        .wait_publication("main", "the server disabled", |s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "ServerAvailable" && c.reason == "Disabled")
-        })
+        .wait_reason("main", "ServerAvailable", "Disabled")
         .await;
     assert_eq!(status.url, None);
     assert_eq!(
@@ -460,48 +443,16 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
         "True",
         "the ConfigMap is the product"
     );
-    for what in ["Deployment", "Service"] {
-        wait_for(TIMEOUT, &format!("the {what} removed"), || async {
-            let gone = match what {
-                "Deployment" => deployments
-                    .get_opt("main-jwks")
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none(),
-                _ => services
-                    .get_opt("main-jwks")
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none(),
-            };
-            if gone {
-                Ok(())
-            } else {
-                Err("still there".into())
-            }
-        })
-        .await;
-    }
+    support::wait_absent(&deployments, "main-jwks", TIMEOUT).await;
+    support::wait_absent(&world.services(), "main-jwks", TIMEOUT).await;
 
     world
         .publications()
         .delete("main", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(TIMEOUT, "the ConfigMap garbage-collected", || async {
-        let gone = world
-            .config_maps()
-            .get_opt("main-jwks")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none();
-        if gone {
-            Ok(())
-        } else {
-            Err("still there".into())
-        }
-    })
-    .await;
+    // Garbage-collected: the publication owns its ConfigMap.
+    support::wait_absent(&world.config_maps(), "main-jwks", TIMEOUT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,11 +470,7 @@ async fn cache_max_age_longer_than_pre_publish_is_warned() {
         .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "10m"}))
         .await;
     let status = world
-        .wait_publication("main", "the warning", |s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Published" && c.reason == "PublishedWithWarnings")
-        })
+        .wait_reason("main", "Published", "PublishedWithWarnings")
         .await;
     let message = &publication_condition(&status, "Published").unwrap().message;
     assert!(
@@ -625,14 +572,7 @@ async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still
     assert_eq!(status.url, None, "no server, no URL");
     let config_map = world.config_maps().get("a.b-jwks").await.unwrap();
     assert_eq!(kids_in(&config_map), [kid]);
-    assert!(
-        world
-            .deployments()
-            .get_opt("a.b-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(support::absent(&world.deployments(), "a.b-jwks").await);
     let note = world.wait_event("a.b", "InvalidName").await;
     assert!(note.contains("a.b-jwks"), "{note}");
     let log = world.operator.log();
@@ -692,31 +632,10 @@ async fn foreign_server_objects_are_never_taken_over() {
     let after = world.deployments().get("dep-jwks").await.unwrap();
     assert_eq!(after.spec, deployment.spec);
     assert!(after.owner_references().is_empty());
-    let managers: Vec<_> = after
-        .managed_fields()
-        .iter()
-        .filter_map(|m| m.manager.clone())
-        .collect();
-    assert!(
-        !managers.iter().any(|m| m == "jwks-operator"),
-        "{managers:?}"
-    );
-    assert!(
-        world
-            .deployments()
-            .get_opt("svc-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        world
-            .services()
-            .get_opt("dep-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let managers = support::managers(&after.metadata);
+    assert!(!managers.contains(&"jwks-operator"), "{managers:?}");
+    assert!(support::absent(&world.deployments(), "svc-jwks").await);
+    assert!(support::absent(&world.services(), "dep-jwks").await);
 }
 
 /// A ConfigMap of that name that is someone else's: no server is pointed at it, and the status
@@ -743,22 +662,8 @@ async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
         (server.status.as_str(), server.reason.as_str()),
         ("False", "ConfigMapConflict")
     );
-    assert!(
-        world
-            .deployments()
-            .get_opt("main-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        world
-            .services()
-            .get_opt("main-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(support::absent(&world.deployments(), "main-jwks").await);
+    assert!(support::absent(&world.services(), "main-jwks").await);
     let after = world.config_maps().get("main-jwks").await.unwrap();
     assert_eq!(after.resource_version(), foreign.resource_version());
     world.wait_event("main", "ConfigMapConflict").await;
@@ -812,13 +717,7 @@ async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
     }
     let current = world.config_maps().get("main-jwks").await.unwrap();
     assert!(kids_in(&current).contains(&b), "b survives");
-    let status = world
-        .publications()
-        .get("main")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = world.publication_status("main").await;
     let kept = status.keys.iter().find(|k| k.kid == b).unwrap();
     assert_eq!(kept.published_at, b_since, "b's publishedAt is kept");
 }

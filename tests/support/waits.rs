@@ -90,3 +90,30 @@ where
     })
     .await
 }
+
+/// Polls until the object `name` does not exist (never created, or deleted).
+pub async fn wait_absent<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    wait_for(timeout, &format!("{kind} {name} to be gone"), || async {
+        match api.get_opt(name).await? {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await
+}
+
+/// Whether the object `name` does not exist now.
+pub async fn absent<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.get_opt(name)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
+        .is_none()
+}
