@@ -132,27 +132,20 @@ async fn status_kids(world: &World, names: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map() {
     let world = World::new().await;
-    let main = in_main();
-    world
-        .create_key("es", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    world
-        .create_key(
+    let keys = [
+        ("es", "main", json!({"algorithm": "ES256"})),
+        (
             "rs",
-            main.clone(),
+            "main",
             json!({"algorithm": "RS256", "certificate": {"commonName": "rs.example"}}),
-        )
-        .await;
-    world
-        .create_key("enc", main.clone(), json!({"algorithm": "ECDH-ES+A128KW"}))
-        .await;
-    world
-        .create_key(
-            "other",
-            json!({"jwks-operator.io/publication": "other"}),
-            json!({"algorithm": "EdDSA"}),
-        )
-        .await;
+        ),
+        ("enc", "main", json!({"algorithm": "ECDH-ES+A128KW"})),
+        ("other", "other", json!({"algorithm": "EdDSA"})),
+    ];
+    for (name, publication, spec) in keys {
+        let labels = json!({ support::PUBLICATION_LABEL: publication });
+        world.create_key(name, labels, spec).await;
+    }
     for name in ["es", "rs", "enc", "other"] {
         world
             .wait_status(name, "a key", |s| active(s).is_some())
@@ -373,12 +366,11 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_published_before_the_new_key_signs() {
     let world = World::new().await;
-    let main = in_main();
     world
         .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "1s"}))
         .await;
     world
-        .create_key("rotating", main, rotating("ES256", "4s", "2s", "2s"))
+        .create_key("rotating", in_main(), rotating("ES256", "4s", "2s", "2s"))
         .await;
     let first = world
         .wait_status("rotating", "a key", |s| active(s).is_some())
@@ -418,9 +410,8 @@ async fn rotation_is_published_before_the_new_key_signs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_everything() {
     let world = World::new().await;
-    let main = in_main();
     world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
+        .create_key("k", in_main(), json!({"algorithm": "ES256"}))
         .await;
     world
         .create_main_publication(json!({"server": {"port": 9000}}))
@@ -458,11 +449,10 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_max_age_longer_than_pre_publish_is_warned() {
     let world = World::new().await;
-    let main = in_main();
     world
         .create_key(
             "k",
-            main.clone(),
+            in_main(),
             json!({"algorithm": "ES256", "rotation": {"prePublish": "2m"}}),
         )
         .await;
@@ -544,10 +534,9 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still_published() {
     let world = World::new().await;
-    let main = in_main();
     let kid = world.create_active_key("k", in_main(), "ES256").await;
     world
-        .create_publication("a.b", json!({"selector": {"matchLabels": main}}))
+        .create_publication("a.b", json!({"selector": {"matchLabels": in_main()}}))
         .await;
     let status = world
         .wait_reason("a.b", "ServerAvailable", "InvalidName")
@@ -588,13 +577,12 @@ async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_server_objects_are_never_taken_over() {
     let world = World::new().await;
-    let main = in_main();
     let kid = world.create_active_key("k", in_main(), "ES256").await;
     let service = support::create(&world.services(), &foreign_service("svc-jwks")).await;
     let deployment = support::create(&world.deployments(), &foreign_deployment("dep-jwks")).await;
     for name in ["svc", "dep"] {
         world
-            .create_publication(name, json!({"selector": {"matchLabels": main}}))
+            .create_publication(name, json!({"selector": {"matchLabels": in_main()}}))
             .await;
     }
     for (name, foreign) in [("svc", "Service svc-jwks"), ("dep", "Deployment dep-jwks")] {
@@ -773,13 +761,12 @@ async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_servi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_kid_leaves_the_config_map_even_while_a_status_lists_it() {
     let world = World::new().await;
-    let main = in_main();
     world
         .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
     let held = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     world
-        .create_key("held", main.clone(), json!({"algorithm": "ES256"}))
+        .create_key("held", in_main(), json!({"algorithm": "ES256"}))
         .await;
     world
         .keys
