@@ -201,6 +201,11 @@ pub fn condition<'a>(
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The labels that put a SigningKey into the publication "main".
+pub fn in_main() -> Value {
+    json!({ support::PUBLICATION_LABEL: "main" })
+}
+
 /// A SigningKey spec with a rotation of seconds.
 pub fn rotating(algorithm: &str, interval: &str, pre_publish: &str, grace: &str) -> Value {
     json!({

@@ -196,15 +196,11 @@ async fn metrics_report_key_age_countdown_rotations_and_publications() {
     world.operator.kill();
     let metrics = format!("127.0.0.1:{}", free_port());
     world.operator = start_operator_with(&world.ns.name, &["--metrics-listen", &metrics]).await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
     world
-        .create_key("tokens", main, json!({"algorithm": "ES256", "rotation": {"interval": "1h", "prePublish": "1s", "gracePeriod": "1h"}}))
+        .create_key("tokens", in_main(), json!({"algorithm": "ES256", "rotation": {"interval": "1h", "prePublish": "1s", "gracePeriod": "1h"}}))
         .await;
     let k1 = world.active_kid("tokens").await;
     world

@@ -109,11 +109,6 @@ fn publication_condition<'a>(
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// The labels that put a SigningKey into the publication "main".
-fn in_main() -> Value {
-    json!({ support::PUBLICATION_LABEL: "main" })
-}
-
 fn kids(status: &JwksPublicationStatus) -> Vec<String> {
     status.keys.iter().map(|k| k.kid.clone()).collect()
 }

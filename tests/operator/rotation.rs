@@ -124,11 +124,7 @@ async fn activation_waits_until_every_selecting_publication_has_served_the_key()
     }
     let timeline = world.timeline("gated").await;
     world
-        .create_key(
-            "gated",
-            json!({"jwks-operator.io/publication": "main"}),
-            rotating("ES256", "5s", "2s", "30s"),
-        )
+        .create_key("gated", in_main(), rotating("ES256", "5s", "2s", "30s"))
         .await;
     let first = world
         .wait_status("gated", "its first key", |s| active(s).is_some())

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 /// The label a publication's selector matches in most tests.
-pub const PUBLICATION_LABEL: &str = "jwks-operator.io/publication";
+pub use jwks_operator::api::PUBLICATION_LABEL;
 
 /// A manifest of kind `K` (SigningKey or JwksPublication): name, labels and a spec built
 /// field by field, or given whole.
