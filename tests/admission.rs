@@ -6,7 +6,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{kubectl, repo_root, test_namespace};
+use serde_json::json;
+use support::{
+    PublicationBuilder, SigningKeyBuilder, kubectl, kubectl_apply, repo_root, test_namespace,
+};
 
 /// The `# expect: FIELD` header of a table file.
 fn expected_field(path: &Path) -> String {
@@ -75,30 +78,14 @@ async fn forbidden_updates_are_refused_naming_the_field() {
         let (a, b) = (dir.join("first.yaml"), dir.join("second.yaml"));
         std::fs::write(&a, first).unwrap();
         std::fs::write(&b, second).unwrap();
-        let created = kubectl(&[
-            "apply",
-            "--server-side",
-            "-n",
-            &ns.name,
-            "-f",
-            &a.to_string_lossy(),
-        ])
-        .await;
+        let created = kubectl_apply(&ns.name, &a, &[]).await;
         assert!(
             created.success(),
             "{}: the original was refused: {}",
             file.display(),
             created.stderr
         );
-        let updated = kubectl(&[
-            "apply",
-            "--server-side",
-            "-n",
-            &ns.name,
-            "-f",
-            &b.to_string_lossy(),
-        ])
-        .await;
+        let updated = kubectl_apply(&ns.name, &b, &[]).await;
         if updated.success() {
             failures.push(format!("{}: update accepted", file.display()));
         } else if !updated.stderr.contains(&field) {
@@ -119,23 +106,17 @@ async fn forbidden_updates_are_refused_naming_the_field() {
 async fn algorithm_may_change_within_signing_algorithms() {
     let ns = test_namespace().await;
     let dir = support::new_temp_dir("admission-migrate").unwrap();
+    // JSON is YAML: kubectl reads either.
     let manifest = |alg: &str| {
-        format!(
-            "apiVersion: jwks-operator.io/v1alpha1\nkind: SigningKey\nmetadata:\n  name: migrating\nspec:\n  algorithm: {alg}\n"
-        )
+        SigningKeyBuilder::new("migrating")
+            .algorithm(alg)
+            .json()
+            .to_string()
     };
     for alg in ["RS256", "ES256", "EdDSA"] {
         let file = dir.join(format!("{alg}.yaml"));
         std::fs::write(&file, manifest(alg)).unwrap();
-        let out = kubectl(&[
-            "apply",
-            "--server-side",
-            "-n",
-            &ns.name,
-            "-f",
-            &file.to_string_lossy(),
-        ])
-        .await;
+        let out = kubectl_apply(&ns.name, &file, &[]).await;
         assert!(
             out.success(),
             "switching to {alg} was refused: {}",
@@ -150,17 +131,7 @@ async fn every_example_is_accepted_by_dry_run_and_by_a_real_create() {
     let examples = yaml_files("examples");
     assert!(!examples.is_empty());
     for file in &examples {
-        let path = file.to_string_lossy();
-        let dry = kubectl(&[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "-n",
-            &ns.name,
-            "-f",
-            &path,
-        ])
-        .await;
+        let dry = kubectl_apply(&ns.name, file, &["--dry-run=server"]).await;
         assert!(
             dry.success(),
             "{}: dry run refused: {}",
@@ -168,8 +139,7 @@ async fn every_example_is_accepted_by_dry_run_and_by_a_real_create() {
             dry.stderr
         );
     }
-    let dir = repo_root().join("examples").to_string_lossy().into_owned();
-    let out = kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", &dir]).await;
+    let out = kubectl_apply(&ns.name, &repo_root().join("examples"), &[]).await;
     assert!(
         out.success(),
         "kubectl apply -f examples/ failed: {}",
@@ -203,38 +173,18 @@ async fn every_example_is_accepted_by_dry_run_and_by_a_real_create() {
 async fn every_yaml_block_of_the_readme_is_accepted() {
     let ns = test_namespace().await;
     // The recipes include a Pod, which needs the namespace's default ServiceAccount.
-    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        kube::Api::namespaced(ns.client.clone(), &ns.name);
-    support::wait_for(support::TIMEOUT, "the default ServiceAccount", || async {
-        accounts
-            .get_opt("default")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let blocks: Vec<&str> = readme
-        .split("```yaml\n")
-        .skip(1)
-        .map(|rest| rest.split("```").next().unwrap())
+    ns.default_service_account().await;
+    let blocks: Vec<String> = support::readme_yaml_blocks()
+        .into_iter()
+        .filter(|(_, checked)| *checked == support::Checked::ByAdmission)
+        .map(|(block, _)| block)
         .collect();
     assert!(blocks.len() >= 3, "the README shows manifests");
     let dir = support::new_temp_dir("readme-yaml").unwrap();
     for (i, block) in blocks.iter().enumerate() {
         let path = dir.join(format!("block-{i}.yaml"));
         std::fs::write(&path, block).unwrap();
-        let path = path.to_string_lossy().into_owned();
-        let out = kubectl(&[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "-n",
-            &ns.name,
-            "-f",
-            &path,
-        ])
-        .await;
+        let out = kubectl_apply(&ns.name, &path, &["--dry-run=server"]).await;
         assert!(
             out.success(),
             "README YAML block {i} refused:\n{block}\n{}",
@@ -250,14 +200,16 @@ async fn names_only_the_server_cannot_use_and_an_empty_tls_secret_are_accepted()
     let ns = test_namespace().await;
     let dir = support::new_temp_dir("admission-accepted").unwrap();
     let cases = [
-        ("dotted", "configMapName: a.b\n  server: {enabled: false}"),
-        ("no-tls", "server: {tlsSecretName: \"\"}"),
-        ("long", &format!("configMapName: {}", "a".repeat(63))),
+        (
+            "dotted",
+            json!({"configMapName": "a.b", "server": {"enabled": false}}),
+        ),
+        ("no-tls", json!({"server": {"tlsSecretName": ""}})),
+        ("long", json!({"configMapName": "a".repeat(63)})),
     ];
     for (name, spec) in cases {
-        let manifest = format!(
-            "apiVersion: jwks-operator.io/v1alpha1\nkind: JwksPublication\nmetadata:\n  name: {name}\nspec:\n  selector: {{}}\n  {spec}\n"
-        );
+        let publication = PublicationBuilder::new(name).selector(json!({})).spec(spec);
+        let manifest = publication.json().to_string();
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, &manifest).unwrap();
         let path = file.to_string_lossy();

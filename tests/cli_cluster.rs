@@ -9,9 +9,9 @@ use std::process::Stdio;
 
 use jwks_operator::api::{REVOKE_ANNOTATION, ROTATE_ANNOTATION, SigningKey};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{CommandOutput, TIMEOUT, TestNamespace, test_namespace};
+use support::{CommandOutput, SigningKeyBuilder, TIMEOUT, TestNamespace, test_namespace};
 
 /// Runs the built binary with `KUBECONFIG` set (and no in-cluster fallback to stumble on).
 async fn jwks_operator(kubeconfig: &Path, args: &[&str]) -> CommandOutput {
@@ -53,6 +53,15 @@ fn one_line_failure(out: &CommandOutput) -> &str {
     stderr
 }
 
+/// A one-line failure saying the SigningKey `ghost` does not exist in `ns`.
+fn assert_ghost_not_found(out: &CommandOutput, ns: &str) {
+    let line = one_line_failure(out);
+    assert!(
+        line.contains(&format!("signingkey {ns}/ghost not found")),
+        "{line}"
+    );
+}
+
 fn assert_success(out: &CommandOutput) {
     assert!(out.success(), "{out}");
 }
@@ -77,16 +86,7 @@ async fn kubeconfig_variant_async(edit: impl FnOnce(&mut Value) + Send + 'static
 }
 
 async fn create_signing_key(api: &Api<SigningKey>, name: &str, spec: Value) -> SigningKey {
-    let key: SigningKey = serde_json::from_value(json!({
-        "apiVersion": "jwks-operator.io/v1alpha1",
-        "kind": "SigningKey",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &key)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create SigningKey {name}: {e}"))
+    support::create(api, &SigningKeyBuilder::new(name).spec(spec).build()).await
 }
 
 /// Writes `status` through the status subresource, as the operator would.
@@ -134,16 +134,45 @@ fn three_key_status(now: Timestamp) -> Value {
     })
 }
 
+/// A namespace of one's own holding the SigningKey `name` with `spec`; the namespace's name
+/// and an API for SigningKeys in it.
+async fn namespace_with_key(name: &str, spec: Value) -> (String, Api<SigningKey>) {
+    let TestNamespace { name: ns, client } = test_namespace().await;
+    let api = Api::<SigningKey>::namespaced(client, &ns);
+    create_signing_key(&api, name, spec).await;
+    (ns, api)
+}
+
+/// A namespace of one's own holding the SigningKey `k` whose status lists a retired, the
+/// active and a pending kid; its name and an API for SigningKeys in it.
+async fn key_with_three_kids() -> (String, Api<SigningKey>) {
+    let (ns, api) = namespace_with_key("k", json!({"algorithm": "EdDSA"})).await;
+    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    (ns, api)
+}
+
+/// `jwks-operator revoke k -n <ns> --kid <kid>...` with `flags` after the kids.
+async fn revoke_k(ns: &str, kids: &[&str], flags: &[&str]) -> CommandOutput {
+    let mut args = vec!["revoke", "k", "-n", ns];
+    for kid in kids {
+        args.extend(["--kid", kid]);
+    }
+    args.extend_from_slice(flags);
+    cli(&args).await
+}
+
+/// The revoke annotation of the SigningKey `k` as stored now.
+async fn revoked(api: &Api<SigningKey>) -> Option<String> {
+    annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION)
+}
+
 fn annotation(key: &SigningKey, name: &str) -> Option<String> {
     key.metadata.annotations.as_ref()?.get(name).cloned()
 }
 
 #[tokio::test]
 async fn rotate_sets_the_annotation_and_a_second_rotate_changes_it() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(
-        &api,
+    let (ns, api) = namespace_with_key(
         "api-tokens",
         json!({"algorithm": "ES256", "rotation": {"interval": "720h", "prePublish": "90m"}}),
     )
@@ -165,13 +194,7 @@ async fn rotate_sets_the_annotation_and_a_second_rotate_changes_it() {
         .unwrap_or_else(|e| panic!("{first:?} is not RFC 3339: {e}"));
     assert!(first.ends_with('Z') && first.contains('.'), "{first:?}");
     assert!(at >= before.checked_sub(SignedDuration::from_secs(1)).unwrap());
-    let managers: Vec<_> = key
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.as_deref())
-        .collect();
+    let managers = support::managers(&key.metadata);
     assert!(managers.contains(&"jwks-operator-cli"), "{managers:?}");
 
     let out = cli(&["rotate", "api-tokens", "-n", &ns]).await;
@@ -186,9 +209,7 @@ async fn rotate_sets_the_annotation_and_a_second_rotate_changes_it() {
 
 #[tokio::test]
 async fn rotate_without_a_rotation_spec_reports_the_default_pre_publish() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "manual", json!({"algorithm": "EdDSA"})).await;
+    let (ns, _) = namespace_with_key("manual", json!({"algorithm": "EdDSA"})).await;
 
     let out = cli(&["rotate", "manual", "--namespace", &ns]).await;
 
@@ -207,20 +228,13 @@ async fn rotate_of_a_missing_signing_key_fails_without_creating_it() {
 
     let out = cli(&["rotate", "ghost", "-n", &ns]).await;
 
-    let line = one_line_failure(&out);
-    assert!(
-        line.contains(&format!("signingkey {ns}/ghost not found")),
-        "{line}"
-    );
+    assert_ghost_not_found(&out, &ns);
     assert!(api.get_opt("ghost").await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
-    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    let (ns, api) = key_with_three_kids().await;
     // A kid revoked earlier that the operator has since dropped from the status.
     api.patch(
         "k",
@@ -230,30 +244,15 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
     .await
     .unwrap();
 
-    let out = cli(&["revoke", "k", "-n", &ns, "--kid", "retired-kid"]).await;
+    let out = revoke_k(&ns, &["retired-kid"], &[]).await;
     assert_success(&out);
     assert_eq!(
         out.stdout,
         format!("signingkey {ns}/k: revoked retired-kid\n")
     );
-    assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
-        Some("gone-kid,retired-kid")
-    );
+    assert_eq!(revoked(&api).await.as_deref(), Some("gone-kid,retired-kid"));
 
-    let out = cli(&[
-        "revoke",
-        "k",
-        "-n",
-        &ns,
-        "--kid",
-        "pending-kid",
-        "--kid",
-        "retired-kid",
-        "--kid",
-        "pending-kid",
-    ])
-    .await;
+    let out = revoke_k(&ns, &["pending-kid", "retired-kid", "pending-kid"], &[]).await;
     assert_success(&out);
     assert!(
         out.stdout.contains("revoked pending-kid\n")
@@ -265,29 +264,16 @@ async fn revoke_adds_kids_as_a_sorted_union_with_the_annotation() {
         "no warning without the active kid: {out}"
     );
     assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
+        revoked(&api).await.as_deref(),
         Some("gone-kid,pending-kid,retired-kid")
     );
 }
 
 #[tokio::test]
 async fn revoke_refuses_an_unknown_kid_unless_forced() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
-    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    let (ns, api) = key_with_three_kids().await;
 
-    let out = cli(&[
-        "revoke",
-        "k",
-        "-n",
-        &ns,
-        "--kid",
-        "typo-kid",
-        "--kid",
-        "retired-kid",
-    ])
-    .await;
+    let out = revoke_k(&ns, &["typo-kid", "retired-kid"], &[]).await;
 
     let line = one_line_failure(&out);
     assert!(line.contains("typo-kid"), "{line}");
@@ -297,27 +283,21 @@ async fn revoke_refuses_an_unknown_kid_unless_forced() {
     );
     assert!(line.contains("--force"), "{line}");
     assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION),
+        revoked(&api).await,
         None,
         "a refused revoke must not write anything"
     );
 
-    let out = cli(&["revoke", "k", "-n", &ns, "--kid", "typo-kid", "--force"]).await;
+    let out = revoke_k(&ns, &["typo-kid"], &["--force"]).await;
     assert_success(&out);
-    assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
-        Some("typo-kid")
-    );
+    assert_eq!(revoked(&api).await.as_deref(), Some("typo-kid"));
 }
 
 #[tokio::test]
 async fn revoke_of_the_active_kid_warns_that_a_fresh_key_takes_over() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(&api, "k", json!({"algorithm": "EdDSA"})).await;
-    set_status(&api, "k", three_key_status(Timestamp::now())).await;
+    let (ns, api) = key_with_three_kids().await;
 
-    let out = cli(&["revoke", "k", "-n", &ns, "--kid", "active-kid"]).await;
+    let out = revoke_k(&ns, &["active-kid"], &[]).await;
 
     assert_success(&out);
     assert_eq!(
@@ -332,10 +312,7 @@ async fn revoke_of_the_active_kid_warns_that_a_fresh_key_takes_over() {
                 .contains("a fresh key will be generated and activated immediately"),
         "{out}"
     );
-    assert_eq!(
-        annotation(&api.get("k").await.unwrap(), REVOKE_ANNOTATION).as_deref(),
-        Some("active-kid")
-    );
+    assert_eq!(revoked(&api).await.as_deref(), Some("active-kid"));
 }
 
 #[tokio::test]
@@ -344,19 +321,12 @@ async fn revoke_of_a_missing_signing_key_fails_with_one_line() {
 
     let out = cli(&["revoke", "ghost", "-n", &ns, "--kid", "a"]).await;
 
-    let line = one_line_failure(&out);
-    assert!(
-        line.contains(&format!("signingkey {ns}/ghost not found")),
-        "{line}"
-    );
+    assert_ghost_not_found(&out, &ns);
 }
 
 #[tokio::test]
 async fn status_shows_the_kids_states_and_ready_condition_the_operator_wrote() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    let api = Api::<SigningKey>::namespaced(client, &ns);
-    create_signing_key(
-        &api,
+    let (ns, api) = namespace_with_key(
         "api-tokens",
         json!({
             "algorithm": "EdDSA",
@@ -447,11 +417,7 @@ async fn status_of_a_missing_signing_key_fails_with_one_line() {
 
     let out = cli(&["status", "ghost", "-n", &ns]).await;
 
-    let line = one_line_failure(&out);
-    assert!(
-        line.contains(&format!("signingkey {ns}/ghost not found")),
-        "{line}"
-    );
+    assert_ghost_not_found(&out, &ns);
 }
 
 #[tokio::test]
@@ -528,13 +494,7 @@ async fn status_of_an_empty_namespace_says_so_on_stderr() {
 
 #[tokio::test]
 async fn a_forbidden_request_fails_with_one_line() {
-    let TestNamespace { name: ns, client } = test_namespace().await;
-    create_signing_key(
-        &Api::<SigningKey>::namespaced(client, &ns),
-        "k",
-        json!({"algorithm": "ES256"}),
-    )
-    .await;
+    let (ns, _) = namespace_with_key("k", json!({"algorithm": "ES256"})).await;
     // The admin may impersonate; a user nobody granted anything may do nothing.
     let kubeconfig = kubeconfig_variant_async(|config| {
         for user in config["users"].as_array_mut().unwrap() {

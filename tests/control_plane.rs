@@ -239,14 +239,7 @@ fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
     let deadline = std::time::Instant::now() + GONE_WITHIN;
     let dir = cp.dir.to_string_lossy().into_owned();
     loop {
-        let launcher_done = cp
-            .launcher
-            .lock()
-            .unwrap()
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_some();
+        let launcher_done = cp.launcher_exited();
         let running: Vec<_> = pids
             .iter()
             .filter(|(_, pid)| support::process_running(*pid))
@@ -267,22 +260,23 @@ fn assert_everything_stops(cp: &ControlPlane, pids: &[(String, u32)]) {
 
 #[test]
 fn launcher_stops_everything_when_the_watched_process_exits() {
-    let _one_at_a_time = OWN_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut watched = Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .expect("sleep started");
-    let cp = start_own_control_plane(watched.id());
-    let pids = cp.component_pids();
-
-    watched.kill().expect("sleep killed");
-    watched.wait().expect("sleep reaped");
-
-    assert_everything_stops(&cp, &pids);
+    launcher_stops_everything_when_the_watched_sleep_is_killed(Reaped::Before);
 }
 
 #[test]
 fn launcher_stops_everything_when_the_watched_process_is_a_zombie() {
+    // A SIGKILLed test binary stays a zombie until cargo reaps it; that counts as gone.
+    launcher_stops_everything_when_the_watched_sleep_is_killed(Reaped::After);
+}
+
+/// When the killed sleep is reaped: before the control plane must be gone, or only after.
+#[derive(PartialEq)]
+enum Reaped {
+    Before,
+    After,
+}
+
+fn launcher_stops_everything_when_the_watched_sleep_is_killed(reaped: Reaped) {
     let _one_at_a_time = OWN_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
     let mut watched = Command::new("sleep")
         .arg("300")
@@ -291,10 +285,13 @@ fn launcher_stops_everything_when_the_watched_process_is_a_zombie() {
     let cp = start_own_control_plane(watched.id());
     let pids = cp.component_pids();
 
-    // A SIGKILLed test binary stays a zombie until cargo reaps it; that counts as gone.
     watched.kill().expect("sleep killed");
+    if reaped == Reaped::Before {
+        watched.wait().expect("sleep reaped");
+    }
 
     assert_everything_stops(&cp, &pids);
+    // Reaps it now if not yet; a reaped child's wait returns its status again.
     watched.wait().expect("sleep reaped");
 }
 
@@ -320,16 +317,7 @@ fn launcher_stops_everything_when_a_component_dies() {
 
     // A failed stop keeps the state directory for its logs; check the processes only.
     let deadline = std::time::Instant::now() + GONE_WITHIN;
-    while pids.iter().any(|(_, pid)| support::process_running(*pid))
-        || cp
-            .launcher
-            .lock()
-            .unwrap()
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_none()
-    {
+    while pids.iter().any(|(_, pid)| support::process_running(*pid)) || !cp.launcher_exited() {
         assert!(
             std::time::Instant::now() < deadline,
             "control plane still running; launcher log:\n{}",

@@ -18,8 +18,12 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
-use support::{ChildProcess, TIMEOUT, shared_control_plane, test_namespace, wait_for, wait_until};
+use serde_json::json;
+use support::{
+    ChildProcess, PUBLICATION_LABEL, PublicationBuilder, SigningKeyBuilder, TIMEOUT, create,
+    create_from, kids_in_jwks, managers, shared_control_plane, test_namespace, wait_for,
+    wait_until,
+};
 
 fn operator_for_all_namespaces(kubeconfig: &std::path::Path) -> ChildProcess {
     let mut cmd = Command::new("setpriv");
@@ -30,24 +34,6 @@ fn operator_for_all_namespaces(kubeconfig: &std::path::Path) -> ChildProcess {
         .env("RUST_LOG", "info")
         .env_remove("KUBERNETES_SERVICE_HOST");
     ChildProcess::spawn("operator", cmd)
-}
-
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object).await.unwrap()
-}
-
-fn key(name: &str, labels: Value, spec: Value) -> Value {
-    json!({"apiVersion": "jwks-operator.io/v1alpha1", "kind": "SigningKey",
-           "metadata": {"name": name, "labels": labels}, "spec": spec})
-}
-
-fn publication(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
-           "metadata": {"name": name}, "spec": spec})
 }
 
 fn condition<'a>(
@@ -62,19 +48,11 @@ fn active_kid(status: &SigningKeyStatus) -> Option<&str> {
 }
 
 fn kids_served(config_map: Option<&ConfigMap>) -> Vec<String> {
-    let Some(jwks) = config_map
+    config_map
         .and_then(|cm| cm.data.as_ref())
         .and_then(|d| d.get("jwks.json"))
-    else {
-        return Vec::new();
-    };
-    let set: Value = serde_json::from_str(jwks).unwrap();
-    set["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
+        .map(|jwks| kids_in_jwks(jwks))
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,20 +72,10 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
 
     // Someone else's Service and Deployment in A, and a Secret planted under the name a
     // SigningKey will use: our labels, a lifecycle record, the planter's own key.
-    let foreign_service = create(
-        &services_a,
-        json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "squatted"},
-        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}),
-    )
-    .await;
+    let foreign_service = create(&services_a, &support::foreign_service("squatted")).await;
     let foreign_deployment = create(
         &deployments_a,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "squatted-deploy"},
-        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
-                 "template": {"metadata": {"labels": {"app": "theirs"}},
-                              "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
+        &support::foreign_deployment("squatted-deploy"),
     )
     .await;
     let planted = PrivateKey::generate(KeySpec::new(Algorithm::Es256, None, None).unwrap())
@@ -117,7 +85,7 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
     let lifecycle = json!({"keys": [{"kid": planted.kid, "createdAt": "2026-01-01T00:00:00Z",
         "activatedAt": "2026-01-01T00:00:00Z"}], "signingKeyUid": "guessed"});
     let keyring = json!({"keys": [planted]}).to_string();
-    create(
+    create_from(
         &secrets_a,
         json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "planted", "labels": {"app.kubernetes.io/managed-by": "jwks-operator"},
@@ -132,9 +100,12 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
     let absurd = keys_a
         .create(
             &PostParams::default(),
-            &serde_json::from_value(key("absurd", json!({}), json!({"algorithm": "ES256",
-                "rotation": {"interval": "720h", "prePublish": "1h", "gracePeriod": "99999999999999999999h"}})))
-            .unwrap(),
+            &SigningKeyBuilder::new("absurd")
+                .algorithm("ES256")
+                .rotate_every("720h")
+                .pre_publish("1h")
+                .grace_period("99999999999999999999h")
+                .build(),
         )
         .await
         .unwrap_err();
@@ -142,75 +113,53 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
     let dotted = pubs_a
         .create(
             &PostParams::default(),
-            &serde_json::from_value(publication(
-                "dotted",
-                json!({"selector": {}, "configMapName": "a.b"}),
-            ))
-            .unwrap(),
+            &PublicationBuilder::new("dotted")
+                .selector(json!({}))
+                .field("configMapName", json!("a.b"))
+                .build(),
         )
         .await
         .unwrap_err();
     assert!(dotted.to_string().contains("configMapName"), "{dotted}");
     // ...and what it admits: a ring that would grow for ever, names of others' objects, a
     // SigningKey whose Secret name is taken.
-    create(
-        &keys_a,
-        key(
-            "hoarder",
-            json!({"hoard": "yes"}),
-            json!({"algorithm": "ES256",
-        "rotation": {"interval": "600ms", "prePublish": "200ms", "gracePeriod": "720h"}}),
-        ),
-    )
-    .await;
-    create(
-        &pubs_a,
-        publication(
-            "service-squatter",
-            json!({"selector": {"matchLabels": {"hoard": "yes"}},
-        "configMapName": "squatted"}),
-        ),
-    )
-    .await;
-    create(
-        &pubs_a,
-        publication(
+    let hoarder = SigningKeyBuilder::new("hoarder")
+        .label("hoard", "yes")
+        .algorithm("ES256")
+        .rotate_every("600ms")
+        .pre_publish("200ms")
+        .grace_period("720h");
+    create(&keys_a, &hoarder.build()).await;
+    for (name, selected, squatted) in [
+        ("service-squatter", json!({"hoard": "yes"}), "squatted"),
+        (
             "deployment-squatter",
-            json!({"selector": {"matchLabels": {"none": "x"}},
-        "configMapName": "squatted-deploy"}),
+            json!({"none": "x"}),
+            "squatted-deploy",
         ),
-    )
-    .await;
-    create(
-        &keys_a,
-        key(
-            "victim",
-            json!({}),
-            json!({"algorithm": "ES256", "secretName": "planted"}),
-        ),
-    )
-    .await;
+    ] {
+        let squatter = PublicationBuilder::new(name)
+            .match_labels(selected)
+            .field("configMapName", json!(squatted));
+        create(&pubs_a, &squatter.build()).await;
+    }
+    let victim = SigningKeyBuilder::new("victim")
+        .algorithm("ES256")
+        .field("secretName", json!("planted"));
+    create(&keys_a, &victim.build()).await;
 
     // B: an ordinary tenant.
-    create(
-        &keys_b,
-        key(
-            "ordinary",
-            json!({"jwks-operator.io/publication": "main"}),
-            json!({"algorithm": "ES256",
-        "rotation": {"interval": "4s", "prePublish": "1s", "gracePeriod": "3s"}}),
-        ),
-    )
-    .await;
-    create(
-        &pubs_b,
-        publication(
-            "main",
-            json!({"selector": {"matchLabels": {"jwks-operator.io/publication": "main"}},
-        "server": {"enabled": false}}),
-        ),
-    )
-    .await;
+    let ordinary = SigningKeyBuilder::new("ordinary")
+        .label(PUBLICATION_LABEL, "main")
+        .algorithm("ES256")
+        .rotate_every("4s")
+        .pre_publish("1s")
+        .grace_period("3s");
+    create(&keys_b, &ordinary.build()).await;
+    let main = PublicationBuilder::new("main")
+        .publication_label("main")
+        .server(false);
+    create(&pubs_b, &main.build()).await;
 
     // B rotates on time: three handovers, each within a second or two of its nextRotationAt.
     let mut handovers = Vec::new();
@@ -368,13 +317,7 @@ async fn a_hostile_tenant_cannot_stall_redirect_or_hijack_another() {
         deployment.metadata.owner_references,
         foreign_deployment.metadata.owner_references
     );
-    let managers: Vec<_> = deployment
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.as_deref())
-        .collect();
+    let managers = managers(&deployment.metadata);
     assert!(!managers.contains(&"jwks-operator"), "{managers:?}");
     let planted_secret = secrets_a.get("planted").await.unwrap();
     assert_eq!(

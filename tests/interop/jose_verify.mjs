@@ -9,10 +9,10 @@
 // (2 for bad usage). `jose` is resolved through NODE_PATH, as printed by setup.sh.
 
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+
+import { loadJose, oneLine, readJson, runMain } from './jose_common.mjs';
 
 // Shared with pyjwt_verify.py: the verifiers check these claims independently.
 const ISSUER = 'https://issuer.interop.jwks-operator.test';
@@ -20,10 +20,7 @@ const AUDIENCE = 'jwks-operator-interop';
 
 const SCRIPT = 'jose_verify';
 
-main().catch((err) => {
-  process.stderr.write(`${SCRIPT}: ${oneLine(err)}\n`);
-  process.exit(1);
-});
+runMain(SCRIPT, main);
 
 async function main() {
   const args = parseCommandLine();
@@ -62,21 +59,6 @@ function usage(reason) {
     `${SCRIPT}: ${reason}; usage: node jose_verify.mjs --alg ALG --key-dir DIR --other-key-dir OTHER\n`,
   );
   process.exit(2);
-}
-
-// ESM ignores NODE_PATH, CommonJS resolution honours it: resolve there, then import by URL.
-async function loadJose() {
-  const require = createRequire(import.meta.url);
-  let entry;
-  try {
-    entry = require.resolve('jose');
-  } catch {
-    throw new Error(`cannot find the jose package (NODE_PATH=${process.env.NODE_PATH ?? ''}); run tests/interop/setup.sh`);
-  }
-  const jose = await import(pathToFileURL(entry).href);
-  const manifest = path.join(entry.slice(0, entry.lastIndexOf(`${path.sep}dist${path.sep}`)), 'package.json');
-  const { version } = JSON.parse(readFileSync(manifest, 'utf8'));
-  return { jose, version };
 }
 
 async function runChecks(jose, { alg, keyDir, otherKeyDir }) {
@@ -157,17 +139,4 @@ async function attempt(fn) {
   } catch (err) {
     return { ok: false, code: err?.code ?? err?.name ?? 'Error', error: oneLine(err) };
   }
-}
-
-function readJson(file) {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`cannot read ${file}: ${oneLine(err)}`);
-  }
-}
-
-function oneLine(err) {
-  const text = err?.code ? `${err.code}: ${err.message}` : String(err?.message ?? err);
-  return text.replace(/\s+/g, ' ').trim();
 }

@@ -16,21 +16,17 @@
 // bad usage). `jose` is resolved through NODE_PATH, as printed by setup.sh.
 
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+
+import { loadJose, oneLine, readJson, runMain } from './jose_common.mjs';
 
 const AUDIENCE = 'jwks-operator-interop';
 const LIBRARY = 'jose';
 const SCRIPT = 'remote_sign_verify';
 const SIGNING_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 
-main().catch((err) => {
-  process.stderr.write(`${SCRIPT}: ${oneLine(err)}\n`);
-  process.exit(1);
-});
+runMain(SCRIPT, main);
 
 async function main() {
   const args = parseCommandLine();
@@ -77,28 +73,8 @@ function usage(reason) {
   process.exit(2);
 }
 
-// ESM ignores NODE_PATH, CommonJS resolution honours it: resolve there, then import by URL.
-async function loadJose() {
-  const require = createRequire(import.meta.url);
-  let entry;
-  try {
-    entry = require.resolve('jose');
-  } catch {
-    throw new Error(`cannot find the jose package (NODE_PATH=${process.env.NODE_PATH ?? ''}); run tests/interop/setup.sh`);
-  }
-  const jose = await import(pathToFileURL(entry).href);
-  const manifest = path.join(entry.slice(0, entry.lastIndexOf(`${path.sep}dist${path.sep}`)), 'package.json');
-  const { version } = JSON.parse(readFileSync(manifest, 'utf8'));
-  return { jose, version };
-}
-
 function readKeys(file) {
-  let keys;
-  try {
-    keys = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`cannot read ${file}: ${oneLine(err)}`);
-  }
+  const keys = readJson(file);
   if (!Array.isArray(keys) || keys.length === 0) throw new Error(`${file} is not a non-empty JSON array`);
   for (const [i, k] of keys.entries()) {
     if (!SIGNING_ALGS.includes(k?.alg)) throw new Error(`${file}[${i}] has alg ${JSON.stringify(k?.alg)}, not one of ${SIGNING_ALGS.join(' ')}`);
@@ -187,9 +163,4 @@ async function attempt(fn) {
   } catch (err) {
     return { ok: false, code: err?.code ?? err?.name ?? 'Error', error: oneLine(err) };
   }
-}
-
-function oneLine(err) {
-  const text = err?.code ? `${err.code}: ${err.message}` : String(err?.message ?? err);
-  return text.replace(/\s+/g, ' ').trim();
 }

@@ -92,24 +92,21 @@ fn the_tests_thumbprint_passes_the_rfc_7638_vector() {
 /// A SigningKey of every signing algorithm (RS256 with a certificate) and an encryption key, all
 /// selected by a `use: [sig]` publication whose issuer is the served address.
 async fn every_signing_algorithm_served(world: &World) -> Served {
-    let main = json!({"jwks-operator.io/publication": "main"});
     for alg in SIGNING_ALGORITHMS {
         let mut spec = json!({"algorithm": alg});
         if alg == "RS256" {
             spec["certificate"] = json!({"commonName": "rs256.example"});
         }
-        world
-            .create_key(&alg.to_lowercase(), main.clone(), spec)
-            .await;
+        world.create_key(&alg.to_lowercase(), in_main(), spec).await;
     }
     world
-        .create_key("enc", main.clone(), json!({"algorithm": "ECDH-ES+A256KW"}))
+        .create_key("enc", in_main(), json!({"algorithm": "ECDH-ES+A256KW"}))
         .await;
     // The issuer names the server's address, so the port is chosen first.
     let port = free_port();
     let issuer = format!("http://localhost:{port}");
     world
-        .create_publication("main", json!({"selector": {"matchLabels": main}, "issuer": issuer, "server": {"enabled": false}}))
+        .create_main_publication(json!({"issuer": issuer, "server": {"enabled": false}}))
         .await;
     world
         .wait_publication("main", "ten signing keys published", |s| s.keys.len() == 10)
@@ -419,12 +416,11 @@ async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
 
     let node_path = tokio::task::spawn_blocking(interop_tools).await.unwrap()["NODE_PATH"].clone();
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "1s"}))
+        .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "1s"}))
         .await;
     world
-        .create_key("rotating", main, rotating("ES256", "6s", "3s", "3s"))
+        .create_key("rotating", in_main(), rotating("ES256", "6s", "3s", "3s"))
         .await;
     let first = world
         .wait_status("rotating", "a key", |s| active(s).is_some())

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::fixtures::{openssl, scratch_dir};
+use super::fixtures::{ec_pkcs8_key, openssl, scratch_dir};
 use super::*;
 
 /// Overwrites some data keys of the Secret, as a careless `kubectl edit` would.
@@ -50,6 +50,18 @@ async fn restored_data(
         }
     })
     .await
+}
+
+/// Waits until the SigningKey reports Degraded with `reason`; returns its status.
+async fn wait_degraded(
+    world: &World,
+    name: &str,
+    what: &str,
+    reason: &'static str,
+) -> SigningKeyStatus {
+    world
+        .wait_status(name, what, move |s| degraded(s, reason))
+        .await
 }
 
 fn degraded(status: &SigningKeyStatus, reason: &str) -> bool {
@@ -124,10 +136,9 @@ async fn deleted_secret_is_recreated_and_the_lost_key_stays_published_for_its_gr
 async fn tampered_key_pem_is_restored_from_the_key_ring() {
     let world = World::new().await;
     let timeline = world.timeline("tampered").await;
-    world
-        .create_key("tampered", json!({}), json!({"algorithm": "EdDSA"}))
+    let k1 = world
+        .create_active_key("tampered", json!({}), "EdDSA")
         .await;
-    let k1 = world.active_kid("tampered").await;
     let original = world.secrets.get("tampered").await.unwrap().data.unwrap();
 
     let foreign =
@@ -143,11 +154,7 @@ async fn tampered_key_pem_is_restored_from_the_key_ring() {
     )
     .await;
 
-    let repaired = world
-        .wait_status("tampered", "the repair reported", |s| {
-            degraded(s, "SecretRepaired")
-        })
-        .await;
+    let repaired = wait_degraded(&world, "tampered", "the repair reported", "SecretRepaired").await;
     assert_eq!(
         active(&repaired).unwrap().kid,
         k1,
@@ -171,10 +178,7 @@ async fn tampered_key_pem_is_restored_from_the_key_ring() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_key_ring_is_never_published_and_a_fresh_key_takes_over() {
     let world = World::new().await;
-    world
-        .create_key("foreign", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    let k1 = world.active_kid("foreign").await;
+    let k1 = world.create_active_key("foreign", json!({}), "ES256").await;
 
     let foreign =
         PrivateKey::generate(KeySpec::new(Algorithm::Es256, None, None).unwrap()).unwrap();
@@ -212,10 +216,7 @@ async fn foreign_key_ring_is_never_published_and_a_fresh_key_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_key_ring_is_rebuilt_from_the_active_copies() {
     let world = World::new().await;
-    world
-        .create_key("corrupt", json!({}), json!({"algorithm": "RS256"}))
-        .await;
-    let k1 = world.active_kid("corrupt").await;
+    let k1 = world.create_active_key("corrupt", json!({}), "RS256").await;
     let original = world.secrets.get("corrupt").await.unwrap().data.unwrap();
 
     overwrite_data(
@@ -224,11 +225,7 @@ async fn corrupted_key_ring_is_rebuilt_from_the_active_copies() {
         json!({"keyring.jwks": b64(b"{not json")}),
     )
     .await;
-    let repaired = world
-        .wait_status("corrupt", "the repair reported", |s| {
-            degraded(s, "SecretRepaired")
-        })
-        .await;
+    let repaired = wait_degraded(&world, "corrupt", "the repair reported", "SecretRepaired").await;
     assert_eq!(
         active(&repaired).unwrap().kid,
         k1,
@@ -461,20 +458,11 @@ async fn missing_then_provided_import_source_is_adopted_as_the_first_key() {
 async fn unreadable_import_source_is_reported_in_one_line() {
     let world = World::new().await;
     let dir = scratch_dir("import-encrypted");
-    openssl(
+    ec_pkcs8_key(
         &dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-aes-128-cbc",
-            "-pass",
-            "pass:x",
-            "-out",
-            "enc.pem",
-        ],
+        "P-256",
+        "enc.pem",
+        &["-aes-128-cbc", "-pass", "pass:x"],
     );
     world
         .create_import_source(
@@ -491,11 +479,7 @@ async fn unreadable_import_source_is_reported_in_one_line() {
             json!({"algorithm": "ES256", "importFrom": {"secretName": "encrypted", "key": "key"}}),
         )
         .await;
-    let failing = world
-        .wait_status("enc", "the import failure reported", |s| {
-            degraded(s, "ImportFailed")
-        })
-        .await;
+    let failing = wait_degraded(&world, "enc", "the import failure reported", "ImportFailed").await;
     let message = &condition(&failing, "Degraded").unwrap().message;
     assert!(
         message.contains("encrypted") && !message.contains('\n'),
@@ -509,18 +493,7 @@ async fn certificate_and_import_publish_a_consistent_x5c_and_nothing_private_lea
     let world = World::new().await;
     let timeline = world.timeline("certified").await;
     let dir = scratch_dir("import-pkcs8");
-    openssl(
-        &dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            "key.pem",
-        ],
-    );
+    ec_pkcs8_key(&dir, "P-384", "key.pem", &[]);
     world
         .create_import_source(
             "source",
@@ -644,10 +617,7 @@ async fn a_signing_key_where_secrets_are_not_allowed_is_refused_and_no_secret_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_applies_while_the_secret_is_someone_elses() {
     let world = World::new().await;
-    world
-        .create_key("taken", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("taken").await;
+    let kid = world.create_active_key("taken", json!({}), "ES256").await;
     // Someone else takes the Secret over: another object becomes its controller.
     let owner = k8s_openapi::api::core::v1::ConfigMap {
         metadata: kube::api::ObjectMeta {
@@ -728,11 +698,7 @@ async fn an_operator_whose_clock_runs_ahead_activates_nothing_early() {
             .contains("wait")
     );
     // Well past several intervals, the first key still signs and nothing was removed.
-    let pending = held
-        .keys
-        .iter()
-        .find(|k| k.state == KeyState::Pending)
-        .map(|k| k.kid.clone());
+    let pending = pending(&held).map(|k| k.kid.clone());
     let later = wait_for(TIMEOUT, "three intervals to pass", || async {
         let key = world.keys.get("skewed").await?;
         let created = key.metadata.creation_timestamp.ok_or("no creation time")?.0;

@@ -24,7 +24,10 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{ChildProcess, TIMEOUT, TestNamespace, test_namespace, wait_for};
+use support::{
+    ChildProcess, PublicationBuilder, SigningKeyBuilder, TIMEOUT, TestNamespace, test_namespace,
+    wait_for,
+};
 use timeline::Timeline;
 
 /// One test's world: a namespace, its APIs and an operator serving it.
@@ -58,17 +61,15 @@ impl World {
     }
 
     pub async fn create_key(&self, name: &str, labels: Value, spec: Value) -> SigningKey {
-        let key: SigningKey = serde_json::from_value(json!({
-            "apiVersion": "jwks-operator.io/v1alpha1",
-            "kind": "SigningKey",
-            "metadata": {"name": name, "labels": labels},
-            "spec": spec,
-        }))
-        .unwrap();
-        self.keys
-            .create(&PostParams::default(), &key)
-            .await
-            .unwrap()
+        let key = SigningKeyBuilder::new(name).labels(labels).spec(spec);
+        support::create(&self.keys, &key.build()).await
+    }
+
+    /// Creates a SigningKey of `algorithm` with `labels`; waits for its active kid.
+    pub async fn create_active_key(&self, name: &str, labels: Value, algorithm: &str) -> String {
+        self.create_key(name, labels, json!({ "algorithm": algorithm }))
+            .await;
+        self.active_kid(name).await
     }
 
     pub async fn timeline(&self, name: &str) -> Timeline {
@@ -96,6 +97,13 @@ impl World {
             .wait_status(name, "an active key", |s| active(s).is_some())
             .await;
         active(&status).unwrap().kid.clone()
+    }
+
+    /// Waits until the SigningKey has a pending successor; returns the status and that key.
+    pub async fn wait_pending(&self, name: &str, what: &str) -> (SigningKeyStatus, KeyStatus) {
+        let status = self.wait_status(name, what, |s| pending(s).is_some()).await;
+        let successor = pending(&status).unwrap().clone();
+        (status, successor)
     }
 
     /// Creates a Secret holding `bytes` under `key` (an import source, say).
@@ -178,6 +186,10 @@ pub fn active(status: &SigningKeyStatus) -> Option<&KeyStatus> {
     status.keys.iter().find(|k| k.state == KeyState::Active)
 }
 
+pub fn pending(status: &SigningKeyStatus) -> Option<&KeyStatus> {
+    status.keys.iter().find(|k| k.state == KeyState::Pending)
+}
+
 pub fn state_of(status: &SigningKeyStatus, kid: &str) -> Option<KeyState> {
     status.keys.iter().find(|k| k.kid == kid).map(|k| k.state)
 }
@@ -187,6 +199,11 @@ pub fn condition<'a>(
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The labels that put a SigningKey into the publication "main".
+pub fn in_main() -> Value {
+    json!({ support::PUBLICATION_LABEL: "main" })
 }
 
 /// A SigningKey spec with a rotation of seconds.

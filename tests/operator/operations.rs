@@ -94,10 +94,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_dies() {
         "{holder}"
     );
 
-    world
-        .create_key("first", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("first").await;
+    world.create_active_key("first", json!({}), "ES256").await;
     wait_for(TIMEOUT, "the leader to log its work", || async {
         let log = replicas[leader].process.log();
         if log.contains("key ring changed") {
@@ -120,10 +117,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_dies() {
 
     let killed_at = Timestamp::now();
     replicas[leader].process.signal("KILL");
-    world
-        .create_key("second", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("second").await;
+    world.create_active_key("second", json!({}), "ES256").await;
     let took_over = Timestamp::now().duration_since(killed_at);
     assert!(replicas[standby].is_leader().await);
     assert!(
@@ -202,15 +196,11 @@ async fn metrics_report_key_age_countdown_rotations_and_publications() {
     world.operator.kill();
     let metrics = format!("127.0.0.1:{}", free_port());
     world.operator = start_operator_with(&world.ns.name, &["--metrics-listen", &metrics]).await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
     world
-        .create_key("tokens", main, json!({"algorithm": "ES256", "rotation": {"interval": "1h", "prePublish": "1s", "gracePeriod": "1h"}}))
+        .create_key("tokens", in_main(), json!({"algorithm": "ES256", "rotation": {"interval": "1h", "prePublish": "1s", "gracePeriod": "1h"}}))
         .await;
     let k1 = world.active_kid("tokens").await;
     world

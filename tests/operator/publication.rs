@@ -5,12 +5,12 @@ use jwks_operator::api::{JwksPublication, JwksPublicationStatus, KeyState};
 use jwks_operator::jose;
 use jwks_operator::publication::strong_etag;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::support::{self, TIMEOUT, wait_for};
+use super::support::{self, TIMEOUT, foreign_deployment, foreign_service, wait_for};
 use super::*;
 
 impl World {
@@ -19,15 +19,28 @@ impl World {
     }
 
     pub async fn create_publication(&self, name: &str, spec: Value) -> JwksPublication {
-        let publication = serde_json::from_value(json!({
-            "apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        self.publications()
-            .create(&PostParams::default(), &publication)
+        let publication = PublicationBuilder::new(name).spec(spec).build();
+        support::create(&self.publications(), &publication).await
+    }
+
+    /// Creates the publication "main", selecting the keys labelled [`in_main`], with `spec`
+    /// (a JSON object) on top.
+    pub async fn create_main_publication(&self, spec: Value) -> JwksPublication {
+        let main = PublicationBuilder::new("main")
+            .publication_label("main")
+            .spec(spec);
+        support::create(&self.publications(), &main.build()).await
+    }
+
+    /// Waits until the publication lists exactly the kids `expected`, in order.
+    pub async fn wait_kids(
+        &self,
+        name: &str,
+        what: &str,
+        expected: Vec<String>,
+    ) -> JwksPublicationStatus {
+        self.wait_publication(name, what, move |s| kids(s) == expected)
             .await
-            .unwrap()
     }
 
     pub async fn wait_publication(
@@ -43,6 +56,18 @@ impl World {
             .await
             .unwrap();
         publication.status.unwrap()
+    }
+
+    /// The stored status of the publication `name`.
+    pub async fn publication_status(&self, name: &str) -> JwksPublicationStatus {
+        let publication = self.publications().get(name).await.unwrap();
+        publication.status.unwrap()
+    }
+
+    /// The resourceVersion of the ConfigMap `name` as stored now.
+    pub async fn config_map_version(&self, name: &str) -> Option<String> {
+        let config_map = self.config_maps().get(name).await.unwrap();
+        config_map.metadata.resource_version
     }
 
     pub fn config_maps(&self) -> Api<ConfigMap> {
@@ -71,25 +96,10 @@ impl World {
     }
 }
 
-/// Creates `object` (a manifest) through `api`.
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object).await.unwrap()
-}
-
 /// The kids in a ConfigMap's `jwks.json`.
 fn kids_in(config_map: &ConfigMap) -> Vec<String> {
     let data = config_map.data.clone().unwrap_or_default();
-    let set: Value = serde_json::from_str(&data["jwks.json"]).unwrap();
-    set["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
+    support::kids_in_jwks(&data["jwks.json"])
 }
 
 fn publication_condition<'a>(
@@ -117,45 +127,32 @@ async fn status_kids(world: &World, names: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world
-        .create_key("es", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    world
-        .create_key(
+    let keys = [
+        ("es", "main", json!({"algorithm": "ES256"})),
+        (
             "rs",
-            main.clone(),
+            "main",
             json!({"algorithm": "RS256", "certificate": {"commonName": "rs.example"}}),
-        )
-        .await;
-    world
-        .create_key("enc", main.clone(), json!({"algorithm": "ECDH-ES+A128KW"}))
-        .await;
-    world
-        .create_key(
-            "other",
-            json!({"jwks-operator.io/publication": "other"}),
-            json!({"algorithm": "EdDSA"}),
-        )
-        .await;
+        ),
+        ("enc", "main", json!({"algorithm": "ECDH-ES+A128KW"})),
+        ("other", "other", json!({"algorithm": "EdDSA"})),
+    ];
+    for (name, publication, spec) in keys {
+        let labels = json!({ support::PUBLICATION_LABEL: publication });
+        world.create_key(name, labels, spec).await;
+    }
     for name in ["es", "rs", "enc", "other"] {
         world
             .wait_status(name, "a key", |s| active(s).is_some())
             .await;
     }
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "issuer": "https://auth.example.com"}),
-        )
+        .create_main_publication(json!({"issuer": "https://auth.example.com"}))
         .await;
 
     let expected = status_kids(&world, &["es", "rs"]).await;
-    let wanted = expected.clone();
     let status = world
-        .wait_publication("main", "the signing keys published", move |s| {
-            kids(s) == wanted
-        })
+        .wait_kids("main", "the signing keys published", expected.clone())
         .await;
     let cm = world.config_maps().get("main-jwks").await.unwrap();
     let data = cm.data.unwrap();
@@ -243,29 +240,15 @@ async fn publication_serves_exactly_the_selected_keys_in_a_canonical_config_map(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_otherwise_untouched() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
-    world
-        .create_key("a", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let a = world.active_kid("a").await;
-    let a_kid = a.clone();
+    let a = world.create_active_key("a", in_main(), "ES256").await;
     let first = world
-        .wait_publication("main", "a published", move |s| kids(s) == [a_kid.clone()])
+        .wait_kids("main", "a published", vec![a.clone()])
         .await;
     let since = first.keys[0].published_at.clone();
-    let version = world
-        .config_maps()
-        .get("main-jwks")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let version = world.config_map_version("main-jwks").await;
 
     // Unrelated changes: the publication and a key are touched, the content stays the same.
     let touch = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
@@ -279,10 +262,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         .patch("a", &PatchParams::default(), &Patch::Merge(&touch))
         .await
         .unwrap();
-    world
-        .create_key("b", main.clone(), json!({"algorithm": "EdDSA"}))
-        .await;
-    let b = world.active_kid("b").await;
+    let b = world.create_active_key("b", in_main(), "EdDSA").await;
     let both = world
         .wait_publication("main", "b published too", |s| s.keys.len() == 2)
         .await;
@@ -291,13 +271,7 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         since,
         "a's first publication time is kept"
     );
-    let after_b = world
-        .config_maps()
-        .get("main-jwks")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let after_b = world.config_map_version("main-jwks").await;
     assert_ne!(after_b, version);
 
     // Relabelled out: b leaves; back in: b returns with a new first-publication time.
@@ -312,9 +286,8 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         )
         .await
         .unwrap();
-    let a_kid = a.clone();
     world
-        .wait_publication("main", "b withdrawn", move |s| kids(s) == [a_kid.clone()])
+        .wait_kids("main", "b withdrawn", vec![a.clone()])
         .await;
     let note = wait_for(TIMEOUT, "the JwksUpdated event naming b", || async {
         world
@@ -346,25 +319,13 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
         .data
         .unwrap();
     assert_eq!(empty["jwks.json"], r#"{"keys":[]}"#);
-    let status = world
-        .publications()
-        .get("main")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = world.publication_status("main").await;
     assert_eq!(
         publication_condition(&status, "Ready").unwrap().reason,
         "NoKeys"
     );
 
-    let unchanged = world
-        .config_maps()
-        .get("main-jwks")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let unchanged = world.config_map_version("main-jwks").await;
     world
         .publications()
         .patch(
@@ -400,10 +361,11 @@ async fn config_map_follows_keys_that_appear_leave_or_are_relabelled_and_is_othe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_published_before_the_new_key_signs() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world.create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "1s"})).await;
     world
-        .create_key("rotating", main, rotating("ES256", "4s", "2s", "2s"))
+        .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "1s"}))
+        .await;
+    world
+        .create_key("rotating", in_main(), rotating("ES256", "4s", "2s", "2s"))
         .await;
     let first = world
         .wait_status("rotating", "a key", |s| active(s).is_some())
@@ -443,26 +405,14 @@ async fn rotation_is_published_before_the_new_key_signs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_everything() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
+        .create_key("k", in_main(), json!({"algorithm": "ES256"}))
         .await;
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"port": 9000}}),
-        )
+        .create_main_publication(json!({"server": {"port": 9000}}))
         .await;
-    let deployments: Api<Deployment> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    let services: Api<Service> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    wait_for(TIMEOUT, "the server Deployment", || async {
-        deployments
-            .get_opt("main-jwks")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
+    let deployments = world.deployments();
+    support::wait_exists(&deployments, "main-jwks", TIMEOUT).await;
 
     let disable = json!({"spec": {"server": {"enabled": false}}});
     world
@@ -471,11 +421,7 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
         .await
         .unwrap();
     let status = world
-        .wait_publication("main", "the server disabled", |s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "ServerAvailable" && c.reason == "Disabled")
-        })
+        .wait_reason("main", "ServerAvailable", "Disabled")
         .await;
     assert_eq!(status.url, None);
     assert_eq!(
@@ -483,70 +429,33 @@ async fn disabling_the_server_removes_it_and_deleting_the_publication_removes_ev
         "True",
         "the ConfigMap is the product"
     );
-    for what in ["Deployment", "Service"] {
-        wait_for(TIMEOUT, &format!("the {what} removed"), || async {
-            let gone = match what {
-                "Deployment" => deployments
-                    .get_opt("main-jwks")
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none(),
-                _ => services
-                    .get_opt("main-jwks")
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none(),
-            };
-            if gone {
-                Ok(())
-            } else {
-                Err("still there".into())
-            }
-        })
-        .await;
-    }
+    support::wait_absent(&deployments, "main-jwks", TIMEOUT).await;
+    support::wait_absent(&world.services(), "main-jwks", TIMEOUT).await;
 
     world
         .publications()
         .delete("main", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(TIMEOUT, "the ConfigMap garbage-collected", || async {
-        let gone = world
-            .config_maps()
-            .get_opt("main-jwks")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none();
-        if gone {
-            Ok(())
-        } else {
-            Err("still there".into())
-        }
-    })
-    .await;
+    // Garbage-collected: the publication owns its ConfigMap.
+    support::wait_absent(&world.config_maps(), "main-jwks", TIMEOUT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_max_age_longer_than_pre_publish_is_warned() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
         .create_key(
             "k",
-            main.clone(),
+            in_main(),
             json!({"algorithm": "ES256", "rotation": {"prePublish": "2m"}}),
         )
         .await;
     world
-        .create_publication("main", json!({"selector": {"matchLabels": main}, "server": {"enabled": false}, "cacheMaxAge": "10m"}))
+        .create_main_publication(json!({"server": {"enabled": false}, "cacheMaxAge": "10m"}))
         .await;
     let status = world
-        .wait_publication("main", "the warning", |s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Published" && c.reason == "PublishedWithWarnings")
-        })
+        .wait_reason("main", "Published", "PublishedWithWarnings")
         .await;
     let message = &publication_condition(&status, "Published").unwrap().message;
     assert!(
@@ -579,24 +488,8 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
             json!({"selector": {}, "server": {"tlsSecretName": "jwks-tls"}}),
         )
         .await;
-    let deployments: Api<Deployment> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    let deployment = wait_for(TIMEOUT, "the server Deployment", || async {
-        deployments
-            .get_opt("main-jwks")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
-    wait_for(TIMEOUT, "the default ServiceAccount", || async {
-        accounts
-            .get_opt("default")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "not yet".into())
-    })
-    .await;
+    let deployment = support::wait_exists(&world.deployments(), "main-jwks", TIMEOUT).await;
+    world.ns.default_service_account().await;
 
     let template = deployment.spec.unwrap().template;
     let pods: Api<Pod> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
@@ -636,13 +529,9 @@ async fn server_pod_template_passes_the_restricted_pod_security_standard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still_published() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
+    let kid = world.create_active_key("k", in_main(), "ES256").await;
     world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("k").await;
-    world
-        .create_publication("a.b", json!({"selector": {"matchLabels": main}}))
+        .create_publication("a.b", json!({"selector": {"matchLabels": in_main()}}))
         .await;
     let status = world
         .wait_reason("a.b", "ServerAvailable", "InvalidName")
@@ -667,14 +556,7 @@ async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still
     assert_eq!(status.url, None, "no server, no URL");
     let config_map = world.config_maps().get("a.b-jwks").await.unwrap();
     assert_eq!(kids_in(&config_map), [kid]);
-    assert!(
-        world
-            .deployments()
-            .get_opt("a.b-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(support::absent(&world.deployments(), "a.b-jwks").await);
     let note = world.wait_event("a.b", "InvalidName").await;
     assert!(note.contains("a.b-jwks"), "{note}");
     let log = world.operator.log();
@@ -690,28 +572,12 @@ async fn a_name_a_service_cannot_have_is_a_condition_and_the_config_map_is_still
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_server_objects_are_never_taken_over() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("k").await;
-    let service = create(
-        &world.services(),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc-jwks"},
-               "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}),
-    )
-    .await;
-    let deployment = create(
-        &world.deployments(),
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dep-jwks"},
-               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
-                        "template": {"metadata": {"labels": {"app": "theirs"}},
-                                     "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
-    )
-    .await;
+    let kid = world.create_active_key("k", in_main(), "ES256").await;
+    let service = support::create(&world.services(), &foreign_service("svc-jwks")).await;
+    let deployment = support::create(&world.deployments(), &foreign_deployment("dep-jwks")).await;
     for name in ["svc", "dep"] {
         world
-            .create_publication(name, json!({"selector": {"matchLabels": main}}))
+            .create_publication(name, json!({"selector": {"matchLabels": in_main()}}))
             .await;
     }
     for (name, foreign) in [("svc", "Service svc-jwks"), ("dep", "Deployment dep-jwks")] {
@@ -749,31 +615,10 @@ async fn foreign_server_objects_are_never_taken_over() {
     let after = world.deployments().get("dep-jwks").await.unwrap();
     assert_eq!(after.spec, deployment.spec);
     assert!(after.owner_references().is_empty());
-    let managers: Vec<_> = after
-        .managed_fields()
-        .iter()
-        .filter_map(|m| m.manager.clone())
-        .collect();
-    assert!(
-        !managers.iter().any(|m| m == "jwks-operator"),
-        "{managers:?}"
-    );
-    assert!(
-        world
-            .deployments()
-            .get_opt("svc-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        world
-            .services()
-            .get_opt("dep-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let managers = support::managers(&after.metadata);
+    assert!(!managers.contains(&"jwks-operator"), "{managers:?}");
+    assert!(support::absent(&world.deployments(), "svc-jwks").await);
+    assert!(support::absent(&world.services(), "dep-jwks").await);
 }
 
 /// A ConfigMap of that name that is someone else's: no server is pointed at it, and the status
@@ -781,20 +626,14 @@ async fn foreign_server_objects_are_never_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    let foreign = create(
+    let foreign = support::create_from(
         &world.config_maps(),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "main-jwks"},
                "data": {"jwks.json": r#"{"keys":[{"kid":"foreign-kid","kty":"oct"}]}"#}}),
     )
     .await;
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("k").await;
-    world
-        .create_publication("main", json!({"selector": {"matchLabels": main}}))
-        .await;
+    world.create_active_key("k", in_main(), "ES256").await;
+    world.create_main_publication(json!({})).await;
     let status = world
         .wait_reason("main", "Published", "ConfigMapConflict")
         .await;
@@ -806,22 +645,8 @@ async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
         (server.status.as_str(), server.reason.as_str()),
         ("False", "ConfigMapConflict")
     );
-    assert!(
-        world
-            .deployments()
-            .get_opt("main-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        world
-            .services()
-            .get_opt("main-jwks")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(support::absent(&world.deployments(), "main-jwks").await);
+    assert!(support::absent(&world.services(), "main-jwks").await);
     let after = world.config_maps().get("main-jwks").await.unwrap();
     assert_eq!(after.resource_version(), foreign.resource_version());
     world.wait_event("main", "ConfigMapConflict").await;
@@ -833,27 +658,16 @@ async fn a_foreign_config_map_is_neither_served_nor_counted_as_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
+    let a = world.create_active_key("a", in_main(), "ES256").await;
     world
-        .create_key("a", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let a = world.active_kid("a").await;
-    let wanted = a.clone();
-    world
-        .wait_publication("main", "a published", move |s| kids(s) == [wanted.clone()])
+        .wait_kids("main", "a published", vec![a.clone()])
         .await;
     let stale = world.config_maps().get("main-jwks").await.unwrap();
 
-    world
-        .create_key("b", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let b = world.active_kid("b").await;
+    let b = world.create_active_key("b", in_main(), "ES256").await;
     let wanted = b.clone();
     let newer = world
         .wait_publication("main", "b published", move |s| kids(s).contains(&wanted))
@@ -886,13 +700,7 @@ async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
     }
     let current = world.config_maps().get("main-jwks").await.unwrap();
     assert!(kids_in(&current).contains(&b), "b survives");
-    let status = world
-        .publications()
-        .get("main")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = world.publication_status("main").await;
     let kept = status.keys.iter().find(|k| k.kid == b).unwrap();
     assert_eq!(kept.published_at, b_since, "b's publishedAt is kept");
 }
@@ -902,14 +710,8 @@ async fn a_stale_config_map_write_is_refused_and_newer_content_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_service() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
-    world
-        .create_key("k", main.clone(), json!({"algorithm": "ES256"}))
-        .await;
-    let kid = world.active_kid("k").await;
-    world
-        .create_publication("main", json!({"selector": {"matchLabels": main}}))
-        .await;
+    let kid = world.create_active_key("k", in_main(), "ES256").await;
+    world.create_main_publication(json!({})).await;
     let old = wait_for(TIMEOUT, "the ConfigMap, Deployment and Service", || async {
         let cm = world.config_maps().get_opt("main-jwks").await?;
         let deployment = world.deployments().get_opt("main-jwks").await?;
@@ -954,16 +756,12 @@ async fn renaming_the_config_map_removes_the_old_config_map_deployment_and_servi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_kid_leaves_the_config_map_even_while_a_status_lists_it() {
     let world = World::new().await;
-    let main = json!({"jwks-operator.io/publication": "main"});
     world
-        .create_publication(
-            "main",
-            json!({"selector": {"matchLabels": main}, "server": {"enabled": false}}),
-        )
+        .create_main_publication(json!({"server": {"enabled": false}}))
         .await;
     let held = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     world
-        .create_key("held", main.clone(), json!({"algorithm": "ES256"}))
+        .create_key("held", in_main(), json!({"algorithm": "ES256"}))
         .await;
     world
         .keys
@@ -971,11 +769,8 @@ async fn a_revoked_kid_leaves_the_config_map_even_while_a_status_lists_it() {
         .await
         .unwrap();
     let kid = world.active_kid("held").await;
-    let wanted = kid.clone();
     world
-        .wait_publication("main", "the kid published", move |s| {
-            kids(s) == [wanted.clone()]
-        })
+        .wait_kids("main", "the kid published", vec![kid.clone()])
         .await;
     world
         .keys

@@ -30,17 +30,7 @@ async fn key_goes_pending_active_retired_removed_on_schedule() {
         Some(at(k1.activated_at.as_ref().unwrap()) + secs(6))
     );
 
-    let rotating_status = world
-        .wait_status("tokens", "a pending successor", |s| {
-            s.keys.iter().any(|k| k.state == KeyState::Pending)
-        })
-        .await;
-    let k2 = rotating_status
-        .keys
-        .iter()
-        .find(|k| k.state == KeyState::Pending)
-        .unwrap()
-        .clone();
+    let (rotating_status, k2) = world.wait_pending("tokens", "a pending successor").await;
     let generation_due = at(k1.activated_at.as_ref().unwrap()) + secs(6) - secs(2);
     assert_eq!(
         condition(&rotating_status, "Rotating").unwrap().reason,
@@ -127,24 +117,14 @@ async fn activation_waits_until_every_selecting_publication_has_served_the_key()
     let publications: Api<JwksPublication> =
         Api::namespaced(world.ns.client.clone(), &world.ns.name);
     for (name, label) in [("main", "main"), ("elsewhere", "other")] {
-        let publication = serde_json::from_value(json!({
-            "apiVersion": "jwks-operator.io/v1alpha1", "kind": "JwksPublication",
-            "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"jwks-operator.io/publication": label}}, "server": {"enabled": false}},
-        }))
-        .unwrap();
-        publications
-            .create(&PostParams::default(), &publication)
-            .await
-            .unwrap();
+        let publication = PublicationBuilder::new(name)
+            .publication_label(label)
+            .server(false);
+        support::create(&publications, &publication.build()).await;
     }
     let timeline = world.timeline("gated").await;
     world
-        .create_key(
-            "gated",
-            json!({"jwks-operator.io/publication": "main"}),
-            rotating("ES256", "5s", "2s", "30s"),
-        )
+        .create_key("gated", in_main(), rotating("ES256", "5s", "2s", "30s"))
         .await;
     let first = world
         .wait_status("gated", "its first key", |s| active(s).is_some())
@@ -156,13 +136,7 @@ async fn activation_waits_until_every_selecting_publication_has_served_the_key()
             condition(s, "Rotating").is_some_and(|c| c.reason == "RotationBlocked")
         })
         .await;
-    let k2 = blocked
-        .keys
-        .iter()
-        .find(|k| k.state == KeyState::Pending)
-        .unwrap()
-        .kid
-        .clone();
+    let k2 = pending(&blocked).unwrap().kid.clone();
     assert_eq!(
         active(&blocked).unwrap().kid,
         k1,
@@ -255,17 +229,7 @@ async fn manual_rotation_publishes_first_and_signs_pre_publish_later() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let pending = world
-        .wait_status("manual", "a pending key", |s| {
-            s.keys.iter().any(|k| k.state == KeyState::Pending)
-        })
-        .await;
-    let k2 = pending
-        .keys
-        .iter()
-        .find(|k| k.state == KeyState::Pending)
-        .unwrap()
-        .clone();
+    let (_, k2) = world.wait_pending("manual", "a pending key").await;
     let k2_kid = k2.kid.clone();
     let k1_kid = k1.clone();
     let done = world
@@ -371,19 +335,9 @@ async fn operator_killed_mid_rotation_resumes_with_the_same_successor() {
     world
         .create_key("crash", json!({}), rotating("PS256", "8s", "3s", "30s"))
         .await;
-    let pending = world
-        .wait_status("crash", "a pending successor", |s| {
-            s.keys.iter().any(|k| k.state == KeyState::Pending)
-        })
-        .await;
+    let (pending, successor) = world.wait_pending("crash", "a pending successor").await;
     let k1 = active(&pending).unwrap().kid.clone();
-    let k2 = pending
-        .keys
-        .iter()
-        .find(|k| k.state == KeyState::Pending)
-        .unwrap()
-        .kid
-        .clone();
+    let k2 = successor.kid;
 
     let pid = world.operator.pid();
     world.operator.signal("KILL");
@@ -467,10 +421,7 @@ async fn two_operators_at_once_neither_duplicate_nor_lose_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_with_a_stale_resource_version_is_refused() {
     let world = World::new().await;
-    world
-        .create_key("raced", json!({}), json!({"algorithm": "ES256"}))
-        .await;
-    world.active_kid("raced").await;
+    world.create_active_key("raced", json!({}), "ES256").await;
     let stale_secret = world.secrets.get("raced").await.unwrap();
     let stale_key = world.keys.get("raced").await.unwrap();
     world.annotate("raced", "example.com/touch", "1").await;
