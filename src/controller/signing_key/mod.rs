@@ -3,10 +3,16 @@
 
 mod decide;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod hostile_tests;
 mod mint;
 mod report;
+#[cfg(test)]
+mod report_tests;
 mod stored;
+#[cfg(test)]
+mod stored_tests;
 
 pub use stored::{ALG, KEY_JWK, KEY_PEM, KEYRING, KID, LIFECYCLE_ANNOTATION, SIGNING_KEY_LABEL};
 
