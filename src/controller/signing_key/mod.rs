@@ -7,6 +7,8 @@ mod fixtures;
 #[cfg(test)]
 mod hostile_tests;
 mod mint;
+#[cfg(test)]
+mod mint_tests;
 mod report;
 #[cfg(test)]
 mod report_tests;
