@@ -1,10 +1,11 @@
 //! Small builders for the SigningKey controller's unit tests: a SigningKey, a timeline, rings of
 //! real keys with their private and public halves, and plans that change nothing.
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use super::stored::Recovered;
+use super::stored::{Recovered, build_secret};
 use crate::api::SigningKey;
 use crate::jose::{Algorithm, KeySpec, PrivateJwk, PrivateKey};
 use crate::lifecycle::{KeyRing, RingKey, RotationPlan};
@@ -109,6 +110,17 @@ impl Ring {
     pub fn build(self) -> Recovered {
         self.recovered
     }
+}
+
+/// The Secret [`signing_key`] would write for `recovered`'s ring.
+pub fn secret_of(recovered: &Recovered) -> Secret {
+    build_secret(
+        &signing_key(),
+        &recovered.ring,
+        &recovered.private,
+        &recovered.public,
+    )
+    .unwrap()
 }
 
 /// The kid of the `index`th key of `ring`.

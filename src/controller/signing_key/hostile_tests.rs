@@ -15,19 +15,12 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::decide::{self, Observed};
-use super::fixtures;
-use super::fixtures::{private_jwk, private_values, t};
+use super::fixtures::{private_jwk, private_values, signing_key, t};
 use super::report::{Outcome, build_events, build_status};
 use super::stored::{self, KEY_PEM, KEYRING, LIFECYCLE_ANNOTATION};
 use crate::api::{SigningKey, SigningKeyStatus};
 use crate::jose::{self, Algorithm, KeySpec, PrivateJwk, PrivateKey};
 use crate::lifecycle::{Change, Policy};
-
-fn signing_key() -> SigningKey {
-    let mut key = fixtures::signing_key();
-    key.status = None;
-    key
-}
 
 /// One reconcile, as the controller does it, without the I/O: what it would write and say.
 struct Pass {

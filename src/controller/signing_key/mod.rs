@@ -1,7 +1,9 @@
 //! The SigningKey controller: read (the SigningKey, its Secret, the publications that select
-//! it) → plan ([`plan_rotation`]) → apply (Secret first, then status) → report (events).
+//! it) → decide ([`decide`], pure) → apply (Secret first, then status) → report (events).
 
 mod decide;
+#[cfg(test)]
+mod decide_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

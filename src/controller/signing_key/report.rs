@@ -286,6 +286,13 @@ pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
         event.secondary = Some(key_reference(outcome, change.kid()));
         events.push(event);
     }
+    events.extend(rotation_warning(outcome));
+    events
+}
+
+/// A warning when rotation is held for a reason it was not held for before: once per cause,
+/// not at every reconcile while it lasts.
+fn rotation_warning(outcome: &Outcome<'_>) -> Option<Event> {
     let previous_reason = outcome
         .key
         .status
@@ -299,44 +306,14 @@ pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
         reason,
         KeyReason::RotationBlocked | KeyReason::KeyRingFull | KeyReason::ClockSkew
     );
-    if warned && previous_reason != Some(reason) {
-        events.push(warning(reason.as_str(), "Activate", message));
-    }
-    events
+    (warned && previous_reason != Some(reason))
+        .then(|| warning(reason.as_str(), "Activate", message))
 }
 
 fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
     let ring = outcome.ring;
-    let algorithm = |kid: &str| {
-        ring.get(kid)
-            .map(|k| k.spec.algorithm.to_string())
-            .unwrap_or_default()
-    };
     match change {
-        Change::Generated { kid, reason } => {
-            let why = match reason {
-                GenerateReason::Bootstrap if outcome.key.spec.import_from.is_some() => {
-                    return normal(
-                        "KeyImported",
-                        "Import",
-                        format!(
-                            "imported key {kid} ({}) from spec.importFrom",
-                            algorithm(kid)
-                        ),
-                    );
-                }
-                GenerateReason::Bootstrap => "first key",
-                GenerateReason::Replacement => "replaces the revoked or lost active key",
-                GenerateReason::Scheduled => "scheduled rotation",
-                GenerateReason::Manual => "rotation requested by annotation",
-                GenerateReason::ParametersChanged => "the spec asks for new key parameters",
-            };
-            normal(
-                "KeyGenerated",
-                "Generate",
-                format!("generated key {kid} ({}): {why}", algorithm(kid)),
-            )
-        }
+        Change::Generated { kid, reason } => generated_event(outcome, kid, *reason),
         Change::Activated { kid } => {
             normal("KeyActivated", "Activate", format!("key {kid} signs now"))
         }
@@ -388,6 +365,33 @@ fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
             format!("rotation requested: key {kid} is already published ahead and takes over"),
         ),
     }
+}
+
+fn generated_event(outcome: &Outcome<'_>, kid: &str, reason: GenerateReason) -> Event {
+    let algorithm = outcome
+        .ring
+        .get(kid)
+        .map(|k| k.spec.algorithm.to_string())
+        .unwrap_or_default();
+    let why = match reason {
+        GenerateReason::Bootstrap if outcome.key.spec.import_from.is_some() => {
+            return normal(
+                "KeyImported",
+                "Import",
+                format!("imported key {kid} ({algorithm}) from spec.importFrom"),
+            );
+        }
+        GenerateReason::Bootstrap => "first key",
+        GenerateReason::Replacement => "replaces the revoked or lost active key",
+        GenerateReason::Scheduled => "scheduled rotation",
+        GenerateReason::Manual => "rotation requested by annotation",
+        GenerateReason::ParametersChanged => "the spec asks for new key parameters",
+    };
+    normal(
+        "KeyGenerated",
+        "Generate",
+        format!("generated key {kid} ({algorithm}): {why}"),
+    )
 }
 
 /// The key an event is about, as a part of the Secret that holds it.

@@ -5,24 +5,13 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use proptest::prelude::*;
 
-use super::fixtures::{Ring, kid, private_jwk, private_values, signing_key, t, unchanged};
-use super::report::{Outcome, build_status};
-use super::stored::{
-    self, Damage, KEY_PEM, KEYRING, LIFECYCLE_ANNOTATION, Recovered, build_secret, recover,
+use super::fixtures::{
+    Ring, kid, private_jwk, private_values, secret_of, signing_key, t, unchanged,
 };
+use super::report::{Outcome, build_status};
+use super::stored::{self, Damage, KEY_PEM, KEYRING, LIFECYCLE_ANNOTATION, Recovered, recover};
 use crate::api::SigningKeyStatus;
 use crate::jose::{Algorithm, PrivateJwk};
-
-/// The Secret for `recovered`'s ring, as a reconcile writes it.
-fn secret_of(recovered: &Recovered) -> Secret {
-    build_secret(
-        &signing_key(),
-        &recovered.ring,
-        &recovered.private,
-        &recovered.public,
-    )
-    .unwrap()
-}
 
 /// The status a reconcile reports for `recovered`'s ring.
 fn status_of(recovered: &Recovered) -> SigningKeyStatus {
