@@ -19,8 +19,8 @@ use super::stored::Damage;
 /// Why a reconcile could not plan: reported as conditions and a Warning event, then retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// `ImportFailed`, `SecretConflict`, `SecretsNotAllowed`, `InvalidSpec`,
-    /// `KeyGenerationFailed`.
+    /// One of the reasons that stop planning (the second group of [`KeyReason`]): it is both
+    /// Ready=False's and Degraded=True's reason.
     pub reason: KeyReason,
     pub message: String,
 }
