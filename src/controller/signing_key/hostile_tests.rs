@@ -14,51 +14,13 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::mint::KeyMint;
+use super::decide::{self, Observed};
+use super::fixtures::{private_jwk, private_values, signing_key, t};
 use super::report::{Outcome, build_events, build_status};
 use super::stored::{self, KEY_PEM, KEYRING, LIFECYCLE_ANNOTATION};
 use crate::api::{SigningKey, SigningKeyStatus};
 use crate::jose::{self, Algorithm, KeySpec, PrivateJwk, PrivateKey};
-use crate::lifecycle::{Policy, RotationInput, plan_rotation};
-
-fn signing_key() -> SigningKey {
-    let mut key: SigningKey = serde_json::from_value(json!({
-        "apiVersion": "jwks-operator.io/v1alpha1",
-        "kind": "SigningKey",
-        "metadata": {"name": "victim", "namespace": "a", "uid": "0b7c6a4e-uid", "generation": 1},
-        "spec": {"algorithm": "ES256", "rotation": {"interval": "100s", "prePublish": "10s", "gracePeriod": "30s"}},
-    }))
-    .unwrap();
-    key.status = None;
-    key
-}
-
-fn t(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).unwrap()
-}
-
-/// Every value of a private member of `jwk`.
-fn private_values(jwk: &PrivateJwk) -> Vec<String> {
-    [
-        Some(&jwk.d),
-        jwk.p.as_ref(),
-        jwk.q.as_ref(),
-        jwk.dp.as_ref(),
-        jwk.dq.as_ref(),
-        jwk.qi.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect()
-}
-
-fn foreign_key(algorithm: Algorithm) -> PrivateJwk {
-    PrivateKey::generate(KeySpec::new(algorithm, None, None).unwrap())
-        .unwrap()
-        .to_private_jwk()
-        .unwrap()
-}
+use crate::lifecycle::{Change, Policy};
 
 /// One reconcile, as the controller does it, without the I/O: what it would write and say.
 struct Pass {
@@ -72,27 +34,24 @@ struct Pass {
 }
 
 fn reconcile(key: &SigningKey, secret: Option<&Secret>, now: Timestamp) -> Pass {
-    let mut recovered = stored::recover(secret, key.status.as_ref());
+    let recovered = stored::recover(secret, key.status.as_ref());
     let policy = Policy::from_spec(&key.spec).unwrap();
-    let mut mint = KeyMint {
-        certificate: None,
-        import: None,
-        import_source: String::new(),
-        now: SystemTime::from(now),
-        minted: BTreeMap::new(),
-    };
-    let input = RotationInput {
+    let observed = Observed {
         policy: &policy,
-        ring: &recovered.ring,
         publications: &[],
-        rotate_request: None,
-        revoke: &BTreeSet::new(),
+        import: None,
         now,
         clock_in_sync: true,
     };
-    let plan = plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap();
-    let minted: BTreeSet<String> = mint.minted.keys().cloned().collect();
-    recovered.hold(mint.minted);
+    let (plan, recovered) = decide::plan(key, recovered, observed).unwrap();
+    let minted: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Generated { kid, .. } => Some(kid.clone()),
+            _ => None,
+        })
+        .collect();
     let public = &recovered.public;
     let secret = stored::build_secret(key, &plan.ring, &recovered.private, public).unwrap();
     let outcome = Outcome {
@@ -192,7 +151,7 @@ fn apply(
     secret: &mut Secret,
     ring: &[PrivateJwk],
 ) -> Vec<PrivateJwk> {
-    let foreign = foreign_key(Algorithm::Es256);
+    let foreign = private_jwk(Algorithm::Es256);
     match damage {
         Damage::TruncateKeyring(at) => {
             let text = cut(&keyring_text(secret), *at);

@@ -9,6 +9,7 @@ use crate::jose::{self, KeySpec, PrivateJwk, PrivateKey};
 use crate::lifecycle::{KeySource, Minted};
 
 use super::report::Problem;
+use crate::api::conditions::KeyReason;
 
 /// Certificates are valid from an hour before issue (clock skew) for ten years: they only carry
 /// the key for `x5c`, and verifiers that check them must not see one expire under a live key.
@@ -28,15 +29,19 @@ pub struct KeyMint<'a> {
 impl KeyMint<'_> {
     pub fn mint(&mut self, source: KeySource, spec: KeySpec) -> Result<Minted, Problem> {
         let key = match source {
-            KeySource::Generate => PrivateKey::generate(spec).map_err(|e| Problem {
-                reason: "KeyGenerationFailed",
-                message: format!("cannot generate a {} key: {e}", spec.algorithm),
+            KeySource::Generate => PrivateKey::generate(spec).map_err(|e| {
+                Problem::new(
+                    KeyReason::KeyGenerationFailed,
+                    format!("cannot generate a {} key: {e}", spec.algorithm),
+                )
             })?,
             KeySource::Import => self.import(spec)?,
         };
-        let failed = |e: jose::Error| Problem {
-            reason: "KeyGenerationFailed",
-            message: format!("cannot encode the new key: {e}"),
+        let failed = |e: jose::Error| {
+            Problem::new(
+                KeyReason::KeyGenerationFailed,
+                format!("cannot encode the new key: {e}"),
+            )
         };
         let mut jwk = key.to_private_jwk().map_err(failed)?;
         if let Some(certificate) = self.certificate {
@@ -79,8 +84,8 @@ impl KeyMint<'_> {
 }
 
 pub fn import_failed(source: &str, reason: String) -> Problem {
-    Problem {
-        reason: "ImportFailed",
-        message: format!("cannot import the key from {source}: {reason}"),
-    }
+    Problem::new(
+        KeyReason::ImportFailed,
+        format!("cannot import the key from {source}: {reason}"),
+    )
 }

@@ -8,19 +8,30 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 
+use crate::api::conditions::{ConditionStatus, KeyCondition, KeyReason, Term};
 use crate::api::{KeyState, KeyStatus, SigningKey, SigningKeyStatus};
 use crate::jose::Jwk;
 use crate::lifecycle::{Blocked, Change, GenerateReason, KeyRing, MAX_RING_KEYS, RotationPlan};
 
+use super::super::conditions::{Verdict, find, reason_of, says};
 use super::stored::Damage;
 
 /// Why a reconcile could not plan: reported as conditions and a Warning event, then retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// `ImportFailed`, `SecretConflict`, `InvalidSpec`, `KeyGenerationFailed`.
-    pub reason: &'static str,
+    /// One of the reasons that stop planning (the second group of [`KeyReason`]): it is both
+    /// Ready=False's and Degraded=True's reason.
+    pub reason: KeyReason,
     pub message: String,
 }
+
+impl Problem {
+    pub fn new(reason: KeyReason, message: String) -> Self {
+        Problem { reason, message }
+    }
+}
+
+type KeyVerdict = Verdict<KeyCondition, KeyReason>;
 
 /// The outcome of one reconcile, as far as the user sees it.
 pub struct Outcome<'a> {
@@ -63,14 +74,7 @@ pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
         degraded(outcome, &previous),
     ]
     .into_iter()
-    .map(|parts| {
-        crate::controller::conditions::condition(
-            &previous.conditions,
-            generation,
-            outcome.now,
-            parts,
-        )
-    })
+    .map(|verdict| verdict.into_condition(&previous.conditions, generation, outcome.now))
     .collect();
     SigningKeyStatus {
         active_kid: ring.active().map(|k| k.kid.clone()),
@@ -81,17 +85,17 @@ pub fn build_status(outcome: &Outcome<'_>) -> SigningKeyStatus {
     }
 }
 
-type ConditionParts = (&'static str, &'static str, &'static str, String);
-
-fn ready(outcome: &Outcome<'_>) -> ConditionParts {
+fn ready(outcome: &Outcome<'_>) -> KeyVerdict {
+    use ConditionStatus::{False, True};
+    let verdict =
+        |status, reason, message| Verdict::new(KeyCondition::Ready, status, reason, message);
     // A key signs only if the Secret holds it: with the Secret out of reach (not ours, or in a
     // namespace the operator may not touch), the ring is the status's memory of it.
     let active = outcome.ring.active().filter(|k| k.held);
     match (active, outcome.problem) {
-        (Some(active), _) => (
-            "Ready",
-            "True",
-            "KeyActive",
+        (Some(active), _) => verdict(
+            True,
+            KeyReason::KeyActive,
             format!(
                 "key {} ({}) signs; {} key(s) in the ring",
                 active.kid,
@@ -99,62 +103,55 @@ fn ready(outcome: &Outcome<'_>) -> ConditionParts {
                 outcome.ring.keys.len()
             ),
         ),
-        (None, Some(problem)) => ("Ready", "False", problem.reason, problem.message.clone()),
-        (None, None) => (
-            "Ready",
-            "False",
-            "NoKey",
+        (None, Some(problem)) => verdict(False, problem.reason, problem.message.clone()),
+        (None, None) => verdict(
+            False,
+            KeyReason::NoKey,
             "no key has been created yet".into(),
         ),
     }
 }
 
-fn rotating(outcome: &Outcome<'_>) -> ConditionParts {
+fn rotating(outcome: &Outcome<'_>) -> KeyVerdict {
+    use ConditionStatus::{False, True};
+    use KeyReason::{ClockSkew, KeyRingFull, ManualOnly, RotationBlocked, RotationInProgress};
+    let verdict =
+        |status, reason, message| Verdict::new(KeyCondition::Rotating, status, reason, message);
     let Some(plan) = outcome.plan.filter(|_| outcome.problem.is_none()) else {
-        return (
-            "Rotating",
-            "Unknown",
-            "NotPlanned",
+        return verdict(
+            ConditionStatus::Unknown,
+            KeyReason::NotPlanned,
             "see the Degraded condition".into(),
         );
     };
     if plan.held_for_clock {
-        return ("Rotating", "True", "ClockSkew", clock_message(outcome));
+        return verdict(True, ClockSkew, clock_message(outcome));
     }
     if let Some(blocked) = &plan.blocked {
-        return (
-            "Rotating",
-            "True",
-            "RotationBlocked",
-            blocked_message(blocked),
-        );
+        return verdict(True, RotationBlocked, blocked_message(blocked));
     }
     if let Some(until) = plan.ring_full {
-        return ("Rotating", "True", "KeyRingFull", ring_full_message(until));
+        return verdict(True, KeyRingFull, ring_full_message(until));
     }
     match (outcome.ring.pending(), plan.next_rotation_at) {
-        (Some(pending), Some(at)) => (
-            "Rotating",
-            "True",
-            "RotationInProgress",
+        (Some(pending), Some(at)) => verdict(
+            True,
+            RotationInProgress,
             format!("key {} is published ahead and signs from {at}", pending.kid),
         ),
-        (Some(pending), None) => (
-            "Rotating",
-            "True",
-            "RotationInProgress",
+        (Some(pending), None) => verdict(
+            True,
+            RotationInProgress,
             format!("key {} is published ahead", pending.kid),
         ),
-        (None, Some(at)) => (
-            "Rotating",
-            "False",
-            "Scheduled",
+        (None, Some(at)) => verdict(
+            False,
+            KeyReason::Scheduled,
             format!("next rotation at {at}"),
         ),
-        (None, None) => (
-            "Rotating",
-            "False",
-            "ManualOnly",
+        (None, None) => verdict(
+            False,
+            ManualOnly,
             "no rotation interval: rotate with the jwks-operator.io/rotate annotation".into(),
         ),
     }
@@ -162,17 +159,21 @@ fn rotating(outcome: &Outcome<'_>) -> ConditionParts {
 
 /// Degraded reports damage found and problems met. Once repaired, the condition stays as it was
 /// until the ring or the spec changes, so that a repair is still visible after the fact.
-fn degraded(outcome: &Outcome<'_>, previous: &SigningKeyStatus) -> ConditionParts {
+fn degraded(outcome: &Outcome<'_>, previous: &SigningKeyStatus) -> KeyVerdict {
+    use ConditionStatus::True;
+    use KeyReason::{SecretRepaired, StatusRebuilt};
+    let verdict =
+        |status, reason, message| Verdict::new(KeyCondition::Degraded, status, reason, message);
     if let Some(problem) = outcome.problem {
-        return ("Degraded", "True", problem.reason, problem.message.clone());
+        return verdict(True, problem.reason, problem.message.clone());
     }
     if !outcome.damage.is_empty() {
         let reason = if outcome.damage == [Damage::StatusRebuilt] {
-            "StatusRebuilt"
+            StatusRebuilt
         } else {
-            "SecretRepaired"
+            SecretRepaired
         };
-        return ("Degraded", "True", reason, damage_message(outcome.damage));
+        return verdict(True, reason, damage_message(outcome.damage));
     }
     let lost: Vec<&str> = outcome
         .ring
@@ -182,10 +183,9 @@ fn degraded(outcome: &Outcome<'_>, previous: &SigningKeyStatus) -> ConditionPart
         .map(|k| k.kid.as_str())
         .collect();
     if !lost.is_empty() {
-        return (
-            "Degraded",
-            "True",
-            "PrivateKeysLost",
+        return verdict(
+            True,
+            KeyReason::PrivateKeysLost,
             format!(
                 "the private half of {} is lost; the public half stays published until its removeAfter",
                 lost.join(", ")
@@ -194,22 +194,16 @@ fn degraded(outcome: &Outcome<'_>, previous: &SigningKeyStatus) -> ConditionPart
     }
     let unchanged = outcome.plan.is_some_and(|p| p.changes.is_empty())
         && previous.observed_generation == outcome.key.metadata.generation;
-    let sticky = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded" && c.status == "True" && unchanged);
+    let sticky = find(&previous.conditions, KeyCondition::Degraded)
+        .filter(|c| unchanged && ConditionStatus::parse(&c.status) == Some(True));
     match sticky {
-        Some(c) => (
-            "Degraded",
-            "True",
-            if c.reason == "StatusRebuilt" {
-                "StatusRebuilt"
-            } else {
-                "SecretRepaired"
-            },
-            c.message.clone(),
+        Some(c) if says(c, True, StatusRebuilt) => verdict(True, StatusRebuilt, c.message.clone()),
+        Some(c) => verdict(True, SecretRepaired, c.message.clone()),
+        None => verdict(
+            ConditionStatus::False,
+            KeyReason::AsExpected,
+            "no damage found".into(),
         ),
-        None => ("Degraded", "False", "AsExpected", "no damage found".into()),
     }
 }
 
@@ -263,7 +257,7 @@ pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
     let mut events = Vec::new();
     if let Some(problem) = outcome.problem {
         events.push(warning(
-            problem.reason,
+            problem.reason.as_str(),
             "Reconcile",
             problem.message.clone(),
         ));
@@ -292,52 +286,34 @@ pub fn build_events(outcome: &Outcome<'_>) -> Vec<Event> {
         event.secondary = Some(key_reference(outcome, change.kid()));
         events.push(event);
     }
+    events.extend(rotation_warning(outcome));
+    events
+}
+
+/// A warning when rotation is held for a reason it was not held for before: once per cause,
+/// not at every reconcile while it lasts.
+fn rotation_warning(outcome: &Outcome<'_>) -> Option<Event> {
     let previous_reason = outcome
         .key
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Rotating"))
-        .map(|c| c.reason.as_str());
-    let (_, _, reason, message) = rotating(outcome);
-    let warned = ["RotationBlocked", "KeyRingFull", "ClockSkew"];
-    if warned.contains(&reason) && previous_reason != Some(reason) {
-        events.push(warning(reason, "Activate", message));
-    }
-    events
+        .and_then(|s| find(&s.conditions, KeyCondition::Rotating))
+        .and_then(reason_of::<KeyReason>);
+    let Verdict {
+        reason, message, ..
+    } = rotating(outcome);
+    let warned = matches!(
+        reason,
+        KeyReason::RotationBlocked | KeyReason::KeyRingFull | KeyReason::ClockSkew
+    );
+    (warned && previous_reason != Some(reason))
+        .then(|| warning(reason.as_str(), "Activate", message))
 }
 
 fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
     let ring = outcome.ring;
-    let algorithm = |kid: &str| {
-        ring.get(kid)
-            .map(|k| k.spec.algorithm.to_string())
-            .unwrap_or_default()
-    };
     match change {
-        Change::Generated { kid, reason } => {
-            let why = match reason {
-                GenerateReason::Bootstrap if outcome.key.spec.import_from.is_some() => {
-                    return normal(
-                        "KeyImported",
-                        "Import",
-                        format!(
-                            "imported key {kid} ({}) from spec.importFrom",
-                            algorithm(kid)
-                        ),
-                    );
-                }
-                GenerateReason::Bootstrap => "first key",
-                GenerateReason::Replacement => "replaces the revoked or lost active key",
-                GenerateReason::Scheduled => "scheduled rotation",
-                GenerateReason::Manual => "rotation requested by annotation",
-                GenerateReason::ParametersChanged => "the spec asks for new key parameters",
-            };
-            normal(
-                "KeyGenerated",
-                "Generate",
-                format!("generated key {kid} ({}): {why}", algorithm(kid)),
-            )
-        }
+        Change::Generated { kid, reason } => generated_event(outcome, kid, *reason),
         Change::Activated { kid } => {
             normal("KeyActivated", "Activate", format!("key {kid} signs now"))
         }
@@ -389,6 +365,33 @@ fn change_event(outcome: &Outcome<'_>, change: &Change) -> Event {
             format!("rotation requested: key {kid} is already published ahead and takes over"),
         ),
     }
+}
+
+fn generated_event(outcome: &Outcome<'_>, kid: &str, reason: GenerateReason) -> Event {
+    let algorithm = outcome
+        .ring
+        .get(kid)
+        .map(|k| k.spec.algorithm.to_string())
+        .unwrap_or_default();
+    let why = match reason {
+        GenerateReason::Bootstrap if outcome.key.spec.import_from.is_some() => {
+            return normal(
+                "KeyImported",
+                "Import",
+                format!("imported key {kid} ({algorithm}) from spec.importFrom"),
+            );
+        }
+        GenerateReason::Bootstrap => "first key",
+        GenerateReason::Replacement => "replaces the revoked or lost active key",
+        GenerateReason::Scheduled => "scheduled rotation",
+        GenerateReason::Manual => "rotation requested by annotation",
+        GenerateReason::ParametersChanged => "the spec asks for new key parameters",
+    };
+    normal(
+        "KeyGenerated",
+        "Generate",
+        format!("generated key {kid} ({algorithm}): {why}"),
+    )
 }
 
 /// The key an event is about, as a part of the Secret that holds it.

@@ -12,7 +12,7 @@
 //! The annotation `jwks-operator.io/lifecycle` holds the per-key timestamps (canonical JSON), so
 //! the status can be rebuilt from the Secret alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -143,28 +143,14 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
     let mut damage = Vec::new();
     let empty = BTreeMap::new();
     let data = secret.and_then(|s| s.data.as_ref()).unwrap_or(&empty);
-    let published: BTreeMap<&str, &crate::api::KeyStatus> = status
+    let published: Published = status
         .map(|s| s.keys.iter().map(|k| (k.kid.as_str(), k)).collect())
         .unwrap_or_default();
     if secret.is_none() && !published.is_empty() {
         damage.push(Damage::SecretMissing);
     }
-
-    let lifecycle = secret.and_then(|s| read_lifecycle(s, &mut damage));
-    let unreadable = damage
-        .iter()
-        .any(|d| matches!(d, Damage::Unreadable { .. }));
-    if secret.is_some()
-        && lifecycle.is_none()
-        && !unreadable
-        && (!data.is_empty() || !published.is_empty())
-    {
-        damage.push(Damage::LifecycleMissing);
-    }
-    let lifecycle = lifecycle.unwrap_or_default();
-
-    let recorded: std::collections::BTreeSet<String> =
-        lifecycle.keys.iter().map(|r| r.kid.clone()).collect();
+    let lifecycle = recorded_lifecycle(secret, data, &published, &mut damage);
+    let recorded: BTreeSet<String> = lifecycle.keys.iter().map(|r| r.kid.clone()).collect();
     let mut records: Vec<Record> = lifecycle.keys.clone();
     for key in published.values() {
         if !records.iter().any(|r| r.kid == key.kid) {
@@ -172,27 +158,7 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
         }
     }
     let mut private = read_keyring(data, &records, &mut damage);
-    let active_kid = records
-        .iter()
-        .find(|r| r.activated_at.is_some() && r.retired_at.is_none())
-        .map(|r| r.kid.clone());
-    if let Some(kid) = &active_kid {
-        if !private.contains_key(kid)
-            && let Some(jwk) = active_from_copies(data, kid)
-        {
-            private.insert(kid.clone(), jwk);
-        }
-        if secret.is_some() && !data.is_empty() && private.contains_key(kid) {
-            let stale = active_copies(&private[kid]).map_or(true, |copies| {
-                copies
-                    .iter()
-                    .any(|(item, bytes)| data.get(*item) != Some(bytes))
-            });
-            if stale {
-                damage.push(Damage::ActiveCopiesStale);
-            }
-        }
-    }
+    recover_active(secret, data, &records, &mut private, &mut damage);
 
     let mut ring = KeyRing {
         keys: Vec::new(),
@@ -200,23 +166,11 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
     };
     let mut public = BTreeMap::new();
     for record in records {
-        let held = private.get(&record.kid).cloned();
-        // A held key's public half is derived from its private half, never taken from a record.
-        // One whose private half is gone stays published only with two witnesses: the Secret's
-        // lifecycle records it, and the status (written by the operator alone) lists it with
-        // the same JWK — so neither a record planted in the annotation nor a key planted in the
-        // status is ever published. Only when the whole Secret is gone is the status alone
-        // believed (what was published stays published, G2).
+        // Only when the whole Secret is gone is the status alone believed (what was published
+        // stays published, G2).
         let witnessed = secret.is_none() || recorded.contains(record.kid.as_str());
-        let jwk = match &held {
-            Some(jwk) => Some(jwk.to_public_jwk()),
-            None if witnessed => published
-                .get(record.kid.as_str())
-                .and_then(|k| serde_json::from_value::<Jwk>(k.public_jwk.clone().into()).ok())
-                .filter(|jwk| record.public_jwk.as_ref().is_none_or(|own| own == jwk)),
-            None => None,
-        };
-        let Some((jwk, spec)) = jwk.and_then(|jwk| checked_public(jwk, &record.kid)) else {
+        let held = private.get(&record.kid);
+        let Some((jwk, spec)) = public_half(&record, held, witnessed, &published) else {
             damage.push(Damage::Unrecoverable { kid: record.kid });
             continue;
         };
@@ -241,6 +195,89 @@ pub fn recover(secret: Option<&Secret>, status: Option<&SigningKeyStatus>) -> Re
         public,
         damage,
     }
+}
+
+/// The keys the status lists, by kid.
+type Published<'a> = BTreeMap<&'a str, &'a crate::api::KeyStatus>;
+
+/// The lifecycle annotation's records; a missing annotation is damage only when there is
+/// something it should have described.
+fn recorded_lifecycle(
+    secret: Option<&Secret>,
+    data: &BTreeMap<String, ByteString>,
+    published: &Published<'_>,
+    damage: &mut Vec<Damage>,
+) -> Lifecycle {
+    let lifecycle = secret.and_then(|s| read_lifecycle(s, damage));
+    let unreadable = damage
+        .iter()
+        .any(|d| matches!(d, Damage::Unreadable { .. }));
+    if secret.is_some()
+        && lifecycle.is_none()
+        && !unreadable
+        && (!data.is_empty() || !published.is_empty())
+    {
+        damage.push(Damage::LifecycleMissing);
+    }
+    lifecycle.unwrap_or_default()
+}
+
+/// The active key's private half from its copies when `keyring.jwks` lost it, and whether the
+/// copies still hold it.
+fn recover_active(
+    secret: Option<&Secret>,
+    data: &BTreeMap<String, ByteString>,
+    records: &[Record],
+    private: &mut BTreeMap<String, PrivateJwk>,
+    damage: &mut Vec<Damage>,
+) {
+    let Some(kid) = records
+        .iter()
+        .find(|r| r.activated_at.is_some() && r.retired_at.is_none())
+        .map(|r| r.kid.clone())
+    else {
+        return;
+    };
+    if !private.contains_key(&kid)
+        && let Some(jwk) = active_from_copies(data, &kid)
+    {
+        private.insert(kid.clone(), jwk);
+    }
+    if secret.is_some()
+        && !data.is_empty()
+        && let Some(active) = private.get(&kid)
+    {
+        let stale = active_copies(active).map_or(true, |copies| {
+            copies
+                .iter()
+                .any(|(item, bytes)| data.get(*item) != Some(bytes))
+        });
+        if stale {
+            damage.push(Damage::ActiveCopiesStale);
+        }
+    }
+}
+
+/// A recorded key's public JWK and shape. A held key's public half is derived from its private
+/// half, never taken from a record. One whose private half is gone stays published only with
+/// two witnesses: the Secret's lifecycle records it, and the status (written by the operator
+/// alone) lists it with the same JWK — so neither a record planted in the annotation nor a key
+/// planted in the status is ever published.
+fn public_half(
+    record: &Record,
+    held: Option<&PrivateJwk>,
+    witnessed: bool,
+    published: &Published<'_>,
+) -> Option<(Jwk, KeySpec)> {
+    let jwk = match held {
+        Some(jwk) => Some(jwk.to_public_jwk()),
+        None if witnessed => published
+            .get(record.kid.as_str())
+            .and_then(|k| serde_json::from_value::<Jwk>(k.public_jwk.clone().into()).ok())
+            .filter(|jwk| record.public_jwk.as_ref().is_none_or(|own| own == jwk)),
+        None => None,
+    };
+    jwk.and_then(|jwk| checked_public(jwk, &record.kid))
 }
 
 fn read_lifecycle(secret: &Secret, damage: &mut Vec<Damage>) -> Option<Lifecycle> {
