@@ -9,6 +9,7 @@ SHELL := /bin/bash
 ## integration, interop, chart and end-to-end tests.
 test: tools control-plane lint
 	hack/chart/build-tools.sh >/dev/null
+	hack/consumers/fetch-crds.sh >/dev/null
 	hack/image/check.sh
 	mkdir -p target
 	cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.log

@@ -48,28 +48,6 @@ impl<T: Term, R: Term> Verdict<T, R> {
     }
 }
 
-/// TRANSITION (removed once both controllers build `Verdict`s): the positional form.
-pub fn condition(
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: Timestamp,
-    (type_, status, reason, message): (&str, &str, &str, String),
-) -> Condition {
-    let transition = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: bounded(message, MAX_MESSAGE_BYTES),
-        observed_generation: generation,
-        last_transition_time: transition,
-    }
-}
-
 /// The condition of type `type_` among `conditions`.
 pub fn find<T: Term>(conditions: &[Condition], type_: T) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())

@@ -26,9 +26,6 @@ pub enum Error {
     NotNamespaced(String),
     #[error(transparent)]
     Clock(#[from] ClockError),
-    /// TRANSITION (removed once every request names its step with [`During`]).
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] KubeError),
 }
 
 impl Error {
@@ -64,7 +61,6 @@ impl Error {
             Error::Encode { .. } => "encode",
             Error::NotNamespaced(_) => "not_namespaced",
             Error::Clock(_) => "clock",
-            Error::Kube(_) => "api",
         }
     }
 

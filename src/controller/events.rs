@@ -86,14 +86,37 @@ impl EventRecorder {
             }
             // The event expired or was deleted: start a new one.
         }
+        let created = self.new_event(event, type_, regarding, namespace, now);
+        events.create(&PostParams::default(), &created).await?;
+        let name = created.metadata.name.unwrap_or_default();
+        self.recent().insert(
+            key,
+            Recent {
+                name,
+                count: 1,
+                last: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// A new Event about `regarding`, named after it and the instant (unique per object).
+    fn new_event(
+        &self,
+        event: &Event,
+        type_: &'static str,
+        regarding: &ObjectReference,
+        namespace: String,
+        now: Timestamp,
+    ) -> K8sEvent {
         let name = format!(
             "{}.{:x}",
             regarding.name.as_deref().unwrap_or(&self.controller),
             now.as_nanosecond()
         );
-        let created = K8sEvent {
+        K8sEvent {
             metadata: ObjectMeta {
-                name: Some(name.clone()),
+                name: Some(name),
                 namespace: Some(namespace),
                 ..ObjectMeta::default()
             },
@@ -107,17 +130,7 @@ impl EventRecorder {
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
             ..K8sEvent::default()
-        };
-        events.create(&PostParams::default(), &created).await?;
-        self.recent().insert(
-            key,
-            Recent {
-                name,
-                count: 1,
-                last: now,
-            },
-        );
-        Ok(())
+        }
     }
 
     /// The name and new count of the recent event `key` repeats, counted as repeated at `now`;

@@ -38,6 +38,27 @@ pub enum LeadershipError {
     Lost { namespace: String },
 }
 
+/// The lease manager for this replica: the lease lasts `lease.duration` (at least 2 s) and is
+/// renewed a third of it before it runs out.
+async fn lease_manager(
+    client: Client,
+    lease: &LeaseSettings,
+) -> Result<kube_lease_manager::LeaseManager, LeadershipError> {
+    let seconds = lease.duration.as_secs().max(2);
+    LeaseManagerBuilder::new(client, LEASE_NAME)
+        .with_namespace(lease.namespace.clone())
+        .with_identity(lease.identity.clone())
+        .with_duration(seconds)
+        .with_grace((seconds / 3).max(1))
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(|e| LeadershipError::Lease {
+            namespace: lease.namespace.clone(),
+            reason: e.to_string(),
+        })
+}
+
 /// Waits for the lease, runs the controllers while it is held, and releases it on shutdown so
 /// that a standby takes over at once.
 pub async fn run_as_leader(
@@ -47,20 +68,7 @@ pub async fn run_as_leader(
     metrics: Arc<OperatorMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LeadershipError> {
-    let failed = |e: kube_lease_manager::LeaseManagerError| LeadershipError::Lease {
-        namespace: lease.namespace.clone(),
-        reason: e.to_string(),
-    };
-    let seconds = lease.duration.as_secs().max(2);
-    let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-        .with_namespace(lease.namespace.clone())
-        .with_identity(lease.identity.clone())
-        .with_duration(seconds)
-        .with_grace((seconds / 3).max(1))
-        .with_field_manager(FIELD_MANAGER)
-        .build()
-        .await
-        .map_err(failed)?;
+    let manager = lease_manager(client.clone(), &lease).await?;
     let (mut leader, task) = manager.watch().await;
     let shutdown = shutdown.shared();
     info!(

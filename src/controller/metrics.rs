@@ -73,8 +73,8 @@ impl Default for OperatorMetrics {
 
 impl OperatorMetrics {
     pub fn new() -> OperatorMetrics {
-        let metrics = OperatorMetrics {
-            registry: Registry::with_prefix("jwks_operator"),
+        let mut metrics = OperatorMetrics {
+            registry: Registry::default(),
             reconciliations: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
@@ -87,81 +87,91 @@ impl OperatorMetrics {
             leader: Gauge::default(),
             instants: Mutex::default(),
         };
-        let mut registry = metrics.registry;
+        let mut registry = Registry::with_prefix("jwks_operator");
+        metrics.register_controller_metrics(&mut registry);
+        metrics.register_object_metrics(&mut registry);
+        metrics.start_controller_series();
+        metrics.registry = registry;
+        metrics
+    }
+
+    /// How the controllers fare: reconciles, failures, durations, leadership.
+    fn register_controller_metrics(&self, registry: &mut Registry) {
         registry.register(
             "reconciliations",
             "Reconciles run, by controller",
-            metrics.reconciliations.clone(),
+            self.reconciliations.clone(),
         );
         registry.register(
             "reconcile_errors",
             "Reconciles that failed and will be retried, by controller and error category",
-            metrics.reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
         registry.register_with_unit(
             "reconcile_duration",
             "How long reconciles take, failed ones included, by controller",
             Unit::Seconds,
-            metrics.reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (or runs without leader election)",
+            self.leader.clone(),
+        );
+    }
+
+    /// Per SigningKey and JwksPublication (`namespace`, `name`); forgotten with the object.
+    fn register_object_metrics(&self, registry: &mut Registry) {
         registry.register(
             "rotations",
             "Keys that became active by rotation (scheduled, manual or after a parameter change)",
-            metrics.rotations.clone(),
+            self.rotations.clone(),
         );
         registry.register(
             "revocations",
             "Keys revoked through the jwks-operator.io/revoke annotation",
-            metrics.revocations.clone(),
+            self.revocations.clone(),
         );
         registry.register_with_unit(
             "key_age",
             "Time since the active key of a SigningKey started signing",
             Unit::Seconds,
-            metrics.key_age.clone(),
+            self.key_age.clone(),
         );
         registry.register(
             "seconds_to_next_rotation",
             "Seconds until the active key hands over (negative: overdue, e.g. blocked)",
-            metrics.next_rotation.clone(),
+            self.next_rotation.clone(),
         );
         registry.register(
             "rotation_blocked",
             "1 while a due activation waits for a publication to serve the new key",
-            metrics.blocked.clone(),
+            self.blocked.clone(),
         );
         registry.register(
             "keys_published",
             "Keys in a JwksPublication's JWK Set",
-            metrics.published.clone(),
+            self.published.clone(),
         );
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease (or runs without leader election)",
-            metrics.leader.clone(),
-        );
-        // Both controllers' series exist from the start, so a rate() over them is defined.
+    }
+
+    /// Both controllers' series exist from the start, so a rate() over them is defined.
+    fn start_controller_series(&self) {
         for controller in ["signingkey", "jwkspublication"] {
             for category in super::Error::CATEGORIES {
-                drop(metrics.reconcile_errors.get_or_create(&ErrorLabels {
+                drop(self.reconcile_errors.get_or_create(&ErrorLabels {
                     controller,
                     category,
                 }));
             }
             drop(
-                metrics
-                    .reconciliations
+                self.reconciliations
                     .get_or_create(&ControllerLabels { controller }),
             );
             drop(
-                metrics
-                    .reconcile_duration
+                self.reconcile_duration
                     .get_or_create(&ControllerLabels { controller }),
             );
-        }
-        OperatorMetrics {
-            registry,
-            ..metrics
         }
     }
 

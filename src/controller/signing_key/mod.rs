@@ -126,7 +126,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
         .await?;
     let outcome = Outcome {
         key: &key,
-        secret_name: stored::secret_name(&key),
+        secret_name: key.secret_name(),
         ring: &plan.ring,
         public: &recovered.public,
         plan: Some(&plan),
@@ -172,7 +172,7 @@ impl<'a> Shell<'a> {
         if let Some(problem) = decide::namespace_problem(allowed, self.namespace) {
             return Ok(Err(problem));
         }
-        let name = stored::secret_name(key);
+        let name = key.secret_name();
         let secret = self.secrets.get_opt(&name).await;
         let secret = secret.during("read", format!("Secret {}/{name}", self.namespace))?;
         Ok(match decide::ownership_problem(key, secret.as_ref()) {
@@ -322,7 +322,7 @@ impl<'a> Shell<'a> {
         }
         let outcome = Outcome {
             key,
-            secret_name: stored::secret_name(key),
+            secret_name: key.secret_name(),
             ring: &revocation.ring,
             public: &recovered.public,
             plan: Some(&revocation).filter(|r| !r.changes.is_empty()),

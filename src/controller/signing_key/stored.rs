@@ -451,7 +451,7 @@ pub fn build_secret(
     annotations.insert(LIFECYCLE_ANNOTATION.into(), lifecycle);
     Ok(Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name(key)),
+            name: Some(key.secret_name()),
             namespace: key.namespace(),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -472,11 +472,4 @@ pub fn made_for(secret: &Secret, key: &SigningKey) -> bool {
         .and_then(|text| serde_json::from_str::<Lifecycle>(text).ok())
         .and_then(|lifecycle| lifecycle.signing_key_uid);
     recorded.is_some() && recorded == key.uid()
-}
-
-pub fn secret_name(key: &SigningKey) -> String {
-    key.spec
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| key.name_any())
 }
