@@ -2,9 +2,9 @@
 //! JWT issuer (`--authentication-config`, `AuthenticationConfiguration` with one `jwt` issuer)
 //! whose discovery document and JWK Set `jwks-operator serve` serves over HTTPS from the
 //! publication's ConfigMap. A signer reads the active key from the Secret (`key.jwk`: key and kid
-//! from one snapshot) and authenticates continuously while the key rotates; the apiserver must
-//! accept every token, keep accepting a retired key's token until its `removeAfter`, refuse it
-//! after, and refuse a revoked key's token.
+//! from one snapshot; tokens no longer than its `max-token-lifetime-seconds`) and authenticates
+//! continuously while the key rotates; the apiserver must accept every token, keep accepting a
+//! retired key's token until its `removeAfter`, refuse it after, and refuse a revoked key's token.
 //!
 //! Numbers (how long the apiserver takes to accept a key it has never seen, how long a removed or
 //! revoked key keeps working) go to `target/tmp/apiserver-verifier.json` and docs/benchmarks.md.
@@ -30,8 +30,6 @@ use support::{TIMEOUT, wait_for};
 
 const AUDIENCE: &str = "jwks-operator-e2e";
 const SUBJECT: &str = "signer";
-/// The token lifetime the signer uses: within `gracePeriod`, as the README's recipe asks.
-const TOKEN_SECONDS: i64 = 20;
 /// The rotation: fast, so that three rotations fit in a test.
 const INTERVAL: &str = "30s";
 const PRE_PUBLISH: &str = "10s";
@@ -123,12 +121,26 @@ async fn authenticates(base: &Config, token: &str) -> Result<(), String> {
     }
 }
 
-/// The key a signer mounting the Secret uses now: `key.jwk` carries the key and its kid
-/// together, so a rotation between two reads cannot pair one key with the other's kid.
-async fn active_key(secrets: &Api<Secret>, name: &str) -> Option<PrivateJwk> {
-    let secret = secrets.get_opt(name).await.ok()??;
-    let bytes = secret.data?.get("key.jwk")?.0.clone();
-    serde_json::from_slice(&bytes).ok()
+/// What a signer following the README's recipe uses now: `key.jwk` carries the key and its kid
+/// together, so a rotation between two reads cannot pair one key with the other's kid; tokens
+/// live at most `max-token-lifetime-seconds`.
+struct SigningKeyNow {
+    jwk: PrivateJwk,
+    max_lifetime: i64,
+}
+
+async fn active_key(secrets: &Api<Secret>, name: &str) -> Option<SigningKeyNow> {
+    let data = secrets.get_opt(name).await.ok()??.data?;
+    let lifetime = std::str::from_utf8(&data.get("max-token-lifetime-seconds")?.0).ok()?;
+    Some(SigningKeyNow {
+        jwk: serde_json::from_slice(&data.get("key.jwk")?.0).ok()?,
+        max_lifetime: lifetime.parse().ok()?,
+    })
+}
+
+/// A token of the key the Secret marks active, valid as long as the Secret allows.
+fn token_now(key: &SigningKeyNow, issuer: &str) -> String {
+    token(&key.jwk, issuer, key.max_lifetime)
 }
 
 fn remove_after(key: &SigningKey, kid: &str) -> Option<Timestamp> {
@@ -218,12 +230,17 @@ async fn kube_apiserver_accepts_every_token_across_rotations_and_drops_removed_a
             .ok_or("no key.jwk yet".into())
     })
     .await;
+    assert_eq!(
+        first.max_lifetime, 25,
+        "the Secret's max-token-lifetime-seconds is gracePeriod"
+    );
     wait_for(TIMEOUT, "the apiserver to accept the first key", || async {
-        authenticates(&base, &token(&first, &issuer.url, TOKEN_SECONDS))
+        authenticates(&base, &token_now(&first, &issuer.url))
             .await
             .map_err(Into::into)
     })
     .await;
+    let first = first.jwk;
 
     // From here on, every token must be accepted: three rotations while a signer authenticates
     // continuously with whatever key the Secret marks active at that instant.
@@ -246,13 +263,14 @@ async fn kube_apiserver_accepts_every_token_across_rotations_and_drops_removed_a
             first_remove_after
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Some(active) = active_key(&secrets, "issuer-key").await else {
+        let Some(now_key) = active_key(&secrets, "issuer-key").await else {
             continue;
         };
+        let active = &now_key.jwk;
         if !seen_active.iter().any(|(kid, _)| *kid == active.kid) {
             seen_active.push((active.kid.clone(), Instant::now()));
         }
-        match authenticates(&base, &token(&active, &issuer.url, TOKEN_SECONDS)).await {
+        match authenticates(&base, &token_now(&now_key, &issuer.url)).await {
             Ok(()) => {
                 measured.tokens_accepted += 1;
                 if !measured.kids_that_signed.contains(&active.kid) {
@@ -304,7 +322,7 @@ async fn kube_apiserver_accepts_every_token_across_rotations_and_drops_removed_a
     );
 
     // Revocation: the active key is withdrawn at once; its tokens stop working.
-    let revoked = active_key(&secrets, "issuer-key").await.unwrap();
+    let revoked = active_key(&secrets, "issuer-key").await.unwrap().jwk;
     let revoked_token = token(&revoked, &issuer.url, 600);
     authenticates(&base, &revoked_token).await.unwrap();
     let annotate = json!({"metadata": {"annotations": {"jwks-operator.io/revoke": revoked.kid}}});
@@ -318,7 +336,7 @@ async fn kube_apiserver_accepts_every_token_across_rotations_and_drops_removed_a
     .unwrap();
     let replacement = wait_for(TIMEOUT, "a fresh key after the revocation", || async {
         match active_key(&secrets, "issuer-key").await {
-            Some(jwk) if jwk.kid != revoked.kid => Ok(jwk),
+            Some(key) if key.jwk.kid != revoked.kid => Ok(key),
             _ => Err("the revoked key is still active".into()),
         }
     })
@@ -326,7 +344,7 @@ async fn kube_apiserver_accepts_every_token_across_rotations_and_drops_removed_a
     wait_for(TIMEOUT, "the revoked key's token to be refused", || async {
         // A signer goes on signing with the fresh key; its unknown kid makes the apiserver
         // fetch the set again.
-        authenticates(&base, &token(&replacement, &issuer.url, TOKEN_SECONDS))
+        authenticates(&base, &token_now(&replacement, &issuer.url))
             .await
             .map_err(|e| format!("the fresh key's token was refused: {e}"))?;
         match authenticates(&base, &revoked_token).await {

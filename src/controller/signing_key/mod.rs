@@ -18,7 +18,10 @@ mod stored;
 #[cfg(test)]
 mod stored_tests;
 
-pub use stored::{ALG, KEY_JWK, KEY_PEM, KEYRING, KID, LIFECYCLE_ANNOTATION, SIGNING_KEY_LABEL};
+pub use stored::{
+    ALG, KEY_JWK, KEY_PEM, KEYRING, KID, LIFECYCLE_ANNOTATION, MAX_TOKEN_LIFETIME,
+    SIGNING_KEY_LABEL,
+};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

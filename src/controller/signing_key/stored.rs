@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{MANAGED_BY_LABEL, MANAGER, SigningKey, SigningKeyStatus};
+use crate::api::{MANAGED_BY_LABEL, MANAGER, RotationSpec, SigningKey, SigningKeyStatus};
 use crate::jose::{self, Jwk, KeySpec, PrivateJwk};
 use crate::lifecycle::{KeyRing, RingKey};
 
@@ -32,6 +32,9 @@ pub const KEY_JWK: &str = "key.jwk";
 pub const KID: &str = "kid";
 pub const ALG: &str = "alg";
 pub const KEYRING: &str = "keyring.jwks";
+/// The longest lifetime, in seconds, a token signed with this Secret's keys may have: the
+/// `gracePeriod`, for which a retired key stays published. A signer caps `exp` with it.
+pub const MAX_TOKEN_LIFETIME: &str = "max-token-lifetime-seconds";
 
 /// The ring as read back, with the key material that goes with it.
 #[derive(Debug, Default)]
@@ -421,6 +424,11 @@ pub fn build_secret(
     let keyring = jose::canonical_json(&PrivateKeySet { keys: held })
         .map_err(|e| jose::Error::Rejected(e.to_string()))?;
     data.insert(KEYRING.to_owned(), ByteString(keyring.into_bytes()));
+    let lifetime = max_token_lifetime(key).as_secs().to_string();
+    data.insert(
+        MAX_TOKEN_LIFETIME.to_owned(),
+        ByteString(lifetime.into_bytes()),
+    );
 
     let lifecycle = Lifecycle {
         keys: ring
@@ -462,6 +470,16 @@ pub fn build_secret(
         data: Some(data),
         ..Secret::default()
     })
+}
+
+/// How long a token may live: the `gracePeriod` (a value stored before the schema bounded it
+/// never gets this far: planning refuses it first).
+fn max_token_lifetime(key: &SigningKey) -> std::time::Duration {
+    key.spec
+        .rotation()
+        .grace_period
+        .parse_at_most(RotationSpec::MAX_GRACE_PERIOD)
+        .unwrap_or(RotationSpec::DEFAULT_GRACE_PERIOD)
 }
 
 /// Whether `secret`'s lifecycle says it was made for this very SigningKey (same UID).

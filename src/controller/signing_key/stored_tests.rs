@@ -237,3 +237,21 @@ proptest! {
         prop_assert_eq!(&rebuilt.private, &written.private);
     }
 }
+
+#[test]
+fn the_secret_says_how_long_a_token_may_live() {
+    let (_, secret, _) = stored_pair();
+    let data = secret.data.unwrap();
+    // The fixture's gracePeriod is 30s.
+    assert_eq!(data[stored::MAX_TOKEN_LIFETIME].0, b"30");
+    let mut key = signing_key();
+    key.spec.rotation = None;
+    let recovered = Ring::new().active(0).build();
+    let secret =
+        stored::build_secret(&key, &recovered.ring, &recovered.private, &recovered.public).unwrap();
+    assert_eq!(
+        secret.data.unwrap()[stored::MAX_TOKEN_LIFETIME].0,
+        b"86400",
+        "the default gracePeriod, 24h"
+    );
+}
