@@ -18,12 +18,22 @@ use super::server::Server;
 /// Nimbus JOSE+JWT's `RemoteJWKSet` refuses JWK Sets over 51 200 bytes by default.
 pub const NIMBUS_LIMIT: usize = 51_200;
 
+/// How long the kubelet may take to bring a changed ConfigMap into a pod that mounts it: its
+/// sync period (1 min by default) plus its ConfigMap cache TTL (1 min); measured on a node from
+/// 1.8 s to 80 s (docs/benchmarks.md).
+pub const PROJECTION_DELAY: Duration = Duration::from_secs(120);
+
 /// How soon to look again at a conflict with an object that is not ours (so not watched).
 pub const PROBLEM_RETRY: Duration = Duration::from_secs(10);
 
 /// What the documents publish that some verifier may trip on, for the Published condition.
-/// `pre_publish` is the smallest prePublish of the selected keys.
-pub fn warnings(assembled: &Assembled, pre_publish: Option<Duration>) -> Vec<String> {
+/// `pre_publish` is the smallest prePublish of the selected keys; `mounted` says whether pods
+/// (the server's) read the ConfigMap through a volume.
+pub fn warnings(
+    assembled: &Assembled,
+    pre_publish: Option<Duration>,
+    mounted: bool,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     let size = assembled.published.jwks.len();
     if size > NIMBUS_LIMIT {
@@ -39,6 +49,16 @@ pub fn warnings(assembled: &Assembled, pre_publish: Option<Duration>) -> Vec<Str
             "cacheMaxAge {}s exceeds the smallest prePublish of the selected keys ({}s): a verifier may cache a JWKS without a key that already signs",
             max_age.as_secs(),
             pre_publish.as_secs()
+        ));
+    }
+    if let Some(pre_publish) = pre_publish
+        && mounted
+        && pre_publish < PROJECTION_DELAY
+    {
+        warnings.push(format!(
+            "the smallest prePublish of the selected keys ({}s) is shorter than the kubelet may take to update the server pods' mounted ConfigMap (up to {}s): a server pod may not serve a key yet when it starts signing",
+            pre_publish.as_secs(),
+            PROJECTION_DELAY.as_secs()
         ));
     }
     if !assembled.skipped.is_empty() {
@@ -151,15 +171,15 @@ mod tests {
 
     #[test]
     fn warnings_name_what_a_verifier_may_trip_on() {
-        assert!(warnings(&assembled(NIMBUS_LIMIT, 300, &[]), None).is_empty());
-        let big = warnings(&assembled(NIMBUS_LIMIT + 1, 300, &[]), None);
+        assert!(warnings(&assembled(NIMBUS_LIMIT, 300, &[]), None, true).is_empty());
+        let big = warnings(&assembled(NIMBUS_LIMIT + 1, 300, &[]), None, true);
         assert_eq!(
             big,
             ["jwks.json is 51201 bytes: some verifiers (Nimbus JOSE+JWT) refuse sets over 51200"]
         );
         let minute = Some(Duration::from_secs(60));
-        assert!(warnings(&assembled(10, 60, &[]), minute).is_empty());
-        let cached = warnings(&assembled(10, 300, &[]), minute);
+        assert!(warnings(&assembled(10, 60, &[]), minute, false).is_empty());
+        let cached = warnings(&assembled(10, 300, &[]), minute, false);
         assert_eq!(cached.len(), 1);
         assert!(
             cached[0].starts_with(
@@ -168,9 +188,23 @@ mod tests {
             "{cached:?}"
         );
         assert_eq!(
-            warnings(&assembled(10, 300, &["a", "b"]), None),
+            warnings(&assembled(10, 300, &["a", "b"]), None, true),
             ["skipped invalid public JWKs: a, b"]
         );
+    }
+
+    #[test]
+    fn a_pre_publish_shorter_than_the_kubelet_projection_is_warned_when_pods_mount_it() {
+        let short = Some(Duration::from_secs(60));
+        let warned = warnings(&assembled(10, 30, &[]), short, true);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].starts_with("the smallest prePublish of the selected keys (60s) is shorter than the kubelet may take"),
+            "{warned:?}"
+        );
+        assert!(warnings(&assembled(10, 30, &[]), short, false).is_empty());
+        let enough = Some(PROJECTION_DELAY);
+        assert!(warnings(&assembled(10, 30, &[]), enough, true).is_empty());
     }
 
     #[test]

@@ -95,7 +95,11 @@ pub async fn reconcile(
     }
     let keys = read_keys(client, &namespace).await?;
     let assembled = assemble(&publication, &keys);
-    let warnings = warnings(&assembled, smallest_pre_publish(&publication, &keys));
+    let warnings = warnings(
+        &assembled,
+        smallest_pre_publish(&publication, &keys),
+        publication.spec.server.enabled,
+    );
 
     let publishing = publish(client, &namespace, &publication, &assembled).await?;
     let server = run_server(&context, &namespace, &publication, &publishing).await?;
