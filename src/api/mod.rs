@@ -151,4 +151,33 @@ mod tests {
         let empty: RotationSpec = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(empty, rotation);
     }
+
+    /// The schema's defaults (written as strings in the schemars attributes) are the constants
+    /// the operator falls back on: one fact, checked here.
+    #[test]
+    fn schema_defaults_are_the_operators_defaults() {
+        let schema = |crd: CustomResourceDefinition| {
+            serde_json::to_value(&crd.spec.versions[0].schema).unwrap()["openAPIV3Schema"]
+                ["properties"]["spec"]["properties"]
+                .clone()
+        };
+        let default_of = |value: &serde_json::Value| -> std::time::Duration {
+            GoDuration::from(value.as_str().unwrap()).parse().unwrap()
+        };
+        let key = schema(SigningKey::crd());
+        let rotation = &key["rotation"]["properties"];
+        assert_eq!(
+            default_of(&rotation["prePublish"]["default"]),
+            RotationSpec::DEFAULT_PRE_PUBLISH
+        );
+        assert_eq!(
+            default_of(&rotation["gracePeriod"]["default"]),
+            RotationSpec::DEFAULT_GRACE_PERIOD
+        );
+        let publication = schema(JwksPublication::crd());
+        assert_eq!(
+            default_of(&publication["cacheMaxAge"]["default"]),
+            JwksPublicationSpec::DEFAULT_CACHE_MAX_AGE
+        );
+    }
 }
