@@ -1,9 +1,9 @@
 //! The operator's Prometheus metrics (`jwks_operator_*`). Ages and countdowns are computed when
 //! scraped, from the instants the reconciles recorded, so they are exact between reconciles.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
 
 use k8s_openapi::jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -63,6 +63,16 @@ pub struct OperatorMetrics {
     published: Family<ObjectLabels, Gauge>,
     leader: Gauge,
     instants: Mutex<BTreeMap<ObjectLabels, Instants>>,
+    /// The publications with a `keys_published` series.
+    publications: Mutex<BTreeSet<ObjectLabels>>,
+    /// What still exists, asked when scraped ([`OperatorMetrics::track`]).
+    existing: OnceLock<Existing>,
+}
+
+/// Whether a SigningKey (`keys`) or a JwksPublication (`publications`) of these labels exists.
+pub struct Existing {
+    pub keys: Box<dyn Fn(&ObjectLabels) -> bool + Send + Sync>,
+    pub publications: Box<dyn Fn(&ObjectLabels) -> bool + Send + Sync>,
 }
 
 impl Default for OperatorMetrics {
@@ -86,6 +96,8 @@ impl OperatorMetrics {
             published: Family::default(),
             leader: Gauge::default(),
             instants: Mutex::default(),
+            publications: Mutex::default(),
+            existing: OnceLock::new(),
         };
         let mut registry = Registry::with_prefix("jwks_operator");
         metrics.register_controller_metrics(&mut registry);
@@ -228,10 +240,51 @@ impl OperatorMetrics {
         self.published
             .get_or_create(&labels)
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.publications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(labels);
     }
 
-    /// Forgets an object that no longer exists, so its series stop.
-    pub fn forget(&self, labels: &ObjectLabels) {
+    /// From now on, each scrape first forgets the objects that no longer exist. A deleted object
+    /// gets no reconcile (the controller reconciles only what its cache holds), so this is where
+    /// its series stop.
+    pub fn track(&self, existing: Existing) {
+        // Set once, by the one `run`; a second caller would track the same objects.
+        let _ = self.existing.set(existing);
+    }
+
+    fn forget_what_is_gone(&self) {
+        let Some(existing) = self.existing.get() else {
+            return;
+        };
+        let keys: Vec<ObjectLabels> = self
+            .instants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|labels| !(existing.keys)(labels))
+            .cloned()
+            .collect();
+        for labels in &keys {
+            self.forget_key(labels);
+        }
+        let publications: Vec<ObjectLabels> = self
+            .publications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|labels| !(existing.publications)(labels))
+            .cloned()
+            .collect();
+        for labels in &publications {
+            self.forget_publication(labels);
+        }
+    }
+
+    /// Forgets a SigningKey that no longer exists: every series of it stops, counters included,
+    /// so the metrics stay the size of what exists.
+    pub fn forget_key(&self, labels: &ObjectLabels) {
         self.instants
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -239,12 +292,25 @@ impl OperatorMetrics {
         for family in [&self.key_age, &self.next_rotation] {
             family.remove(labels);
         }
+        for family in [&self.rotations, &self.revocations] {
+            family.remove(labels);
+        }
         self.blocked.remove(labels);
+    }
+
+    /// Forgets a JwksPublication that no longer exists (a SigningKey of the same name keeps its
+    /// series).
+    pub fn forget_publication(&self, labels: &ObjectLabels) {
         self.published.remove(labels);
+        self.publications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(labels);
     }
 
     /// The OpenMetrics text exposition, with ages computed at `now`.
     pub fn encode(&self, now: Timestamp) -> String {
+        self.forget_what_is_gone();
         let instants = self.instants.lock().unwrap_or_else(|e| e.into_inner());
         for (labels, instants) in instants.iter() {
             if let Some(at) = instants.activated {
@@ -338,10 +404,47 @@ mod tests {
             ),
             "{text}"
         );
-        metrics.forget(&labels());
+        metrics.observe_publication(labels(), 2);
+        metrics.forget_key(&labels());
+        let text = metrics.encode(t0);
         assert!(
-            !metrics.encode(t0).contains("api-tokens\"} 30"),
-            "forgotten series stop"
+            !text.contains("jwks_operator_rotations_total{namespace=\"auth\",name=\"api-tokens\"}")
+                && !text.contains("jwks_operator_key_age_seconds{namespace=\"auth\""),
+            "every series of a forgotten key stops, counters included: {text}"
         );
+        assert!(
+            text.contains(r#"jwks_operator_keys_published{namespace="auth",name="api-tokens"} 2"#),
+            "a publication of the same name keeps its series: {text}"
+        );
+        metrics.forget_publication(&labels());
+        assert!(!metrics.encode(t0).contains("api-tokens"));
+    }
+
+    #[test]
+    fn a_scrape_forgets_the_objects_that_are_gone() {
+        let metrics = OperatorMetrics::new();
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let observation = || KeyObservation {
+            activated_at: Some(t0),
+            next_rotation_at: None,
+            blocked: false,
+            rotations: 1,
+            revocations: 0,
+        };
+        let gone = ObjectLabels {
+            namespace: "auth".into(),
+            name: "deleted".into(),
+        };
+        metrics.observe_key(labels(), observation());
+        metrics.observe_key(gone.clone(), observation());
+        metrics.observe_publication(gone.clone(), 1);
+        assert!(metrics.encode(t0).contains("deleted"), "no tracking yet");
+        metrics.track(Existing {
+            keys: Box::new(|l| l.name != "deleted"),
+            publications: Box::new(|l| l.name != "deleted"),
+        });
+        let text = metrics.encode(t0);
+        assert!(!text.contains("deleted"), "{text}");
+        assert!(text.contains("api-tokens"), "{text}");
     }
 }

@@ -19,8 +19,11 @@ use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::Instrument;
+
+use crate::api::{JwksPublication, SigningKey};
 
 pub use error::{During, Error};
 
@@ -91,26 +94,31 @@ pub async fn run(
         secret_namespaces: settings.secret_namespaces.clone(),
     });
     let shutdown = shutdown.shared();
-    let signing_keys = signing_key::controller(
+    let keys = signing_key::controller(
         client.clone(),
         &settings.scope,
         settings.secret_namespaces.as_ref(),
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        |key, context| {
-            observed(
-                signing_key::CONTROLLER,
-                key,
-                context,
-                signing_key::reconcile,
-            )
-        },
-        |key, error, context| error_policy(signing_key::CONTROLLER, &*key, error, &context),
-        context.clone(),
-    )
-    .for_each(log_stream_error);
-    let publications = publication::controller(client, &settings.scope)
+    );
+    let publications = publication::controller(client, &settings.scope);
+    context
+        .metrics
+        .track(existing(keys.store(), publications.store()));
+    let signing_keys = keys
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |key, context| {
+                observed(
+                    signing_key::CONTROLLER,
+                    key,
+                    context,
+                    signing_key::reconcile,
+                )
+            },
+            |key, error, context| error_policy(signing_key::CONTROLLER, &*key, error, &context),
+            context.clone(),
+        )
+        .for_each(log_stream_error);
+    let publications = publications
         .graceful_shutdown_on(shutdown)
         .run(
             |publication, context| {
@@ -128,6 +136,24 @@ pub async fn run(
         )
         .for_each(log_stream_error);
     futures::join!(signing_keys, publications);
+}
+
+/// Whether the objects behind metric labels still exist, read from the controllers' caches.
+fn existing(keys: Store<SigningKey>, publications: Store<JwksPublication>) -> metrics::Existing {
+    fn lookup<K>(store: Store<K>) -> Box<dyn Fn(&metrics::ObjectLabels) -> bool + Send + Sync>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        Box::new(move |labels| {
+            store
+                .get(&ObjectRef::new(&labels.name).within(&labels.namespace))
+                .is_some()
+        })
+    }
+    metrics::Existing {
+        keys: lookup(keys),
+        publications: lookup(publications),
+    }
 }
 
 /// Runs one reconcile in a span naming the object (every log line of it carries them) and

@@ -4,7 +4,7 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::support::{self, ChildProcess, TIMEOUT, free_port, http, start_operator_with, wait_for};
@@ -270,4 +270,30 @@ async fn metrics_report_key_age_countdown_rotations_and_publications() {
         );
     }
     assert!(!scraped.contains("\"d\""), "G3: nothing private in metrics");
+
+    // A SigningKey that is gone leaves no series behind: a long-running operator's metrics
+    // stay the size of what exists.
+    world
+        .keys
+        .delete("tokens", &DeleteParams::default())
+        .await
+        .unwrap();
+    let object = format!("namespace=\"{ns}\",name=\"tokens\"");
+    let left = wait_for(TIMEOUT, "the deleted key's series to go", || async {
+        let text = http(&metrics, "GET", "/metrics", &[]).await?.text();
+        let series: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(&object))
+            .map(str::to_owned)
+            .collect();
+        match series.is_empty() {
+            true => Ok(text),
+            false => Err(format!("still exported: {series:?}").into()),
+        }
+    })
+    .await;
+    assert!(
+        left.contains("jwks_operator_keys_published{"),
+        "the publication's series stay"
+    );
 }

@@ -87,7 +87,7 @@ pub async fn reconcile(
     let client = &context.client;
     let Some(publication) = read_publication(client, &namespace, &publication.name_any()).await?
     else {
-        context.metrics.forget(&labels);
+        context.metrics.forget_publication(&labels);
         return Ok(Action::await_change());
     };
     if publication.meta().deletion_timestamp.is_some() {

@@ -104,7 +104,7 @@ pub async fn reconcile(key: Arc<SigningKey>, context: Arc<Context>) -> Result<Ac
     // The cached copy may lag: G1 and the status precondition need the current object.
     let current = shell.keys.get_opt(&key.name_any()).await;
     let Some(key) = current.during("read", describe(&*key))? else {
-        context.metrics.forget(&labels);
+        context.metrics.forget_key(&labels);
         return Ok(Action::await_change());
     };
     if key.meta().deletion_timestamp.is_some() {
