@@ -12,7 +12,7 @@ test: tools control-plane lint
 	hack/consumers/fetch-crds.sh >/dev/null
 	hack/image/check.sh
 	mkdir -p target
-	cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.log
+	cargo test --locked --no-fail-fast --lib --bins --tests 2>&1 | tee target/test-output.log
 	hack/test-summary.sh target/test-output.log
 
 ## The operator image without a Docker engine or a registry (buildah): localhost/jwks-operator:<version>
@@ -42,9 +42,10 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-## Regenerate crds/ from the Rust types (a test fails when they differ).
+## Regenerate crds/ from the Rust types, and the chart's copy (tests fail when either differs).
 crds:
 	cargo run --locked --quiet -- crds --out-dir crds
+	cp crds/*.yaml charts/jwks-operator/crds/
 
 ## Key-engine benchmark (numbers in docs/benchmarks.md).
 bench:
