@@ -178,6 +178,31 @@ async fn unknown_paths_are_404_and_nothing_redirects() {
 }
 
 #[tokio::test]
+async fn the_set_is_served_at_the_publications_jwks_path_only() {
+    let jwks = jwks_document(1);
+    let mut files = published(&jwks, Some(&discovery()), 60);
+    files.push(("jwks-path", "/openid/v1/jwks".to_owned()));
+    let dir = KubeletDir::new("jwks-path");
+    dir.publish(&files);
+    let server = Server::start(&["--dir", dir.path_str()]).await;
+    server.wait_for_body("/openid/v1/jwks", &jwks).await;
+    let reply = server.request(Method::GET, "/openid/v1/jwks", &[]).await;
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/jwk-set+json")
+    );
+    assert_eq!(
+        server.request(Method::GET, JWKS, &[]).await.status,
+        StatusCode::NOT_FOUND,
+        "the default path is not the set's any more"
+    );
+    assert_eq!(
+        server.request(Method::GET, DISCOVERY, &[]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn discovery_is_served_with_an_issuer_and_404_without() {
     let discovery = discovery();
     let server = Server::start_with(&published(&jwks_document(1), Some(&discovery), 60)).await;

@@ -18,6 +18,9 @@ pub const DISCOVERY_KEY: &str = "openid-configuration";
 /// `Cache-Control: max-age` for both documents, in whole seconds.
 pub const MAX_AGE_KEY: &str = "cache-max-age";
 
+/// The keys [`Published::from_data`] reads: what a server loads from a mounted ConfigMap.
+pub const SERVED_KEYS: [&str; 4] = [JWKS_KEY, MAX_AGE_KEY, DISCOVERY_KEY, JWKS_PATH_KEY];
+
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
@@ -168,6 +171,20 @@ mod tests {
         };
         assert!(!plain.to_data().contains_key(DISCOVERY_KEY));
         assert_eq!(Published::from_data(&plain.to_data()), Ok(plain));
+    }
+
+    #[test]
+    fn the_served_keys_are_all_a_server_needs() {
+        let custom = Published {
+            jwks_path: "/openid/v1/jwks".into(),
+            ..published()
+        };
+        let served: BTreeMap<String, String> = custom
+            .to_data()
+            .into_iter()
+            .filter(|(key, _)| SERVED_KEYS.contains(&key.as_str()))
+            .collect();
+        assert_eq!(Published::from_data(&served), Ok(custom));
     }
 
     #[test]

@@ -9,5 +9,5 @@ mod format;
 pub use assemble::{Assembled, assemble, jwks_path, smallest_pre_publish};
 pub use format::{
     DISCOVERY_KEY, DISCOVERY_PATH, ENVOY_JWKS_KEY, FormatError, JWKS_KEY, JWKS_PATH, JWKS_PATH_KEY,
-    MAX_AGE_KEY, Published, RESERVED_PATHS, is_jwks_path, strong_etag,
+    MAX_AGE_KEY, Published, RESERVED_PATHS, SERVED_KEYS, is_jwks_path, strong_etag,
 };

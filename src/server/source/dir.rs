@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{ContentUpdater, Snapshot};
-use crate::publication::{DISCOVERY_KEY, JWKS_KEY, MAX_AGE_KEY};
+use crate::publication::SERVED_KEYS;
 
 /// How often the directory is read; a change is served at most this long after the swap.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ fn data_target(dir: &Path) -> Option<PathBuf> {
 
 fn read_files(base: &Path) -> Snapshot {
     let mut data = BTreeMap::new();
-    for key in [JWKS_KEY, MAX_AGE_KEY, DISCOVERY_KEY] {
+    for key in SERVED_KEYS {
         let path = base.join(key);
         match read_text(&path) {
             Ok(text) => {
