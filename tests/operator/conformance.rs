@@ -1,4 +1,4 @@
-//! The served JWKS against the conformance checklist of jose-interop.md (items 1–23, 34–38)
+//! The served JWKS against docs/jose-checklist.md (items 1–23, 34–38)
 //! and real verifier libraries, end to end: SigningKeys of every signing algorithm → the
 //! operator → the publication's ConfigMap → projected into a directory the way a kubelet
 //! mounts it → `jwks-operator serve --dir` → HTTP.
