@@ -590,6 +590,19 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .write_all(format!("GET {JWKS} HTTP/1.1\r\nHost: x\r\n").as_bytes())
         .await
         .unwrap();
+    // The server accepts connections in the order they arrive: once a connection made after the
+    // in-flight one is answered, the in-flight one has been accepted too (not merely queued in
+    // the kernel's backlog, which a listener closing would reset).
+    let mut later = TcpStream::connect(server.address).await.unwrap();
+    later
+        .write_all(
+            format!("GET {JWKS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    later.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
     server.process.signal("TERM");
     wait_for(TIMEOUT, "the server to stop accepting", || async {
