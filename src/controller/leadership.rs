@@ -50,13 +50,21 @@ async fn lease_manager(
         .with_identity(lease.identity.clone())
         .with_duration(seconds)
         .with_grace((seconds / 3).max(1))
-        .with_field_manager(FIELD_MANAGER)
+        .with_field_manager(lease_field_manager(&lease.identity))
         .build()
         .await
         .map_err(|e| LeadershipError::Lease {
             namespace: lease.namespace.clone(),
             reason: e.to_string(),
         })
+}
+
+/// The field manager of this replica's Lease writes: one of its own. The lease manager takes an
+/// orphaned Lease with a server-side apply that is not forced, so a second replica applying
+/// under the same manager would silently take over a lease the first just took (both would
+/// report "acquired"); under a manager of its own it gets 409 Conflict and backs off.
+fn lease_field_manager(identity: &str) -> String {
+    format!("{FIELD_MANAGER}-lease-{identity}")
 }
 
 /// Waits for the lease, runs the controllers while it is held, and releases it on shutdown so
@@ -113,4 +121,18 @@ pub async fn run_as_leader(
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replica_writes_its_lease_under_a_manager_of_its_own() {
+        assert_ne!(lease_field_manager("pod-a"), lease_field_manager("pod-b"));
+        assert!(lease_field_manager("pod-a").starts_with(FIELD_MANAGER));
+        // A field manager may have at most 128 characters; identities are pod names (≤ 253 in
+        // theory, ≤ 63 in practice for a Deployment's pods).
+        assert!(lease_field_manager(&"p".repeat(63)).len() <= 128);
+    }
 }

@@ -56,18 +56,9 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_dies() {
     // The World's own operator runs without leader election: stop it, two replicas take over.
     let mut world = World::new().await;
     world.operator.kill();
-    // The second replica starts once the first leads: two replicas racing to create the Lease
-    // can see one report "acquired" and then "lost" (it exits, by design, and would restart in
-    // a pod), which is not what this test is about.
-    let first = replica(&world.ns.name).await;
-    wait_for(TIMEOUT, "the first replica to lead", || async {
-        match first.is_leader().await {
-            true => Ok(()),
-            false => Err("not yet".into()),
-        }
-    })
-    .await;
-    let mut replicas = vec![first, replica(&world.ns.name).await];
+    // Both start at once, as a Deployment's replicas do: each writes its Lease under a field
+    // manager of its own, so only one can take the orphaned lease.
+    let mut replicas = vec![replica(&world.ns.name).await, replica(&world.ns.name).await];
     let leader = wait_for(TIMEOUT, "one replica to lead", || async {
         let mut leading = Vec::new();
         for (i, r) in replicas.iter().enumerate() {
