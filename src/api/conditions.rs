@@ -86,7 +86,7 @@ vocabulary! {
 
 vocabulary! {
     /// The conditions of a JwksPublication.
-    PublicationCondition { Ready, Published, ServerAvailable }
+    PublicationCondition { Ready, Published, ServerAvailable, Copied }
 }
 
 vocabulary! {
@@ -108,6 +108,12 @@ vocabulary! {
         Unavailable,
         Disabled,
         ServerConflict,
+        // Copied
+        CopiesUpToDate,
+        CopiesPending,
+        CopyConflict,
+        CopiesRefused,
+        CopiesNotAllowed,
     }
 }
 

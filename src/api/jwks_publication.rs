@@ -94,6 +94,37 @@ pub struct JwksPublicationSpec {
     /// The HTTP server workload.
     #[serde(default)]
     pub server: ServerSpec,
+
+    /// Identical copies of the ConfigMap in other namespaces, for verifiers there to mount
+    /// (a pod mounts ConfigMaps of its own namespace only). Needs the cluster-wide install, and
+    /// a target namespace must accept copies from this one (its annotation
+    /// jwks-operator.io/accept-copies-from). SigningKeys are never read across namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<CopiesSpec>,
+}
+
+/// Which other namespaces get a copy: those matching the selector, and those named.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)")
+        .message("copies needs a namespaceSelector or at least one namespace")
+)]
+pub struct CopiesSpec {
+    /// Namespaces whose labels match get a copy ({} matches every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Namespaces that get a copy, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("namespaces must not repeat a name"))]
+    pub namespaces: Vec<String>,
 }
 
 fn default_use() -> Vec<KeyUse> {
@@ -186,6 +217,36 @@ pub struct JwksPublicationStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The copies in other namespaces, when spec.copies asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<CopiesStatus>,
+}
+
+/// Where the copies stand. Each list names at most [`CopiesStatus::MAX_LISTED`] namespaces;
+/// the Copied condition's message has the counts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopiesStatus {
+    /// Namespaces that should hold a copy (selected, existing, accepting).
+    pub namespaces: i32,
+    /// Copies that hold exactly the ConfigMap's content.
+    pub up_to_date: i32,
+    /// Copies that hold an older set because writing them failed: a key they lack is not
+    /// published (its SigningKey does not activate it) until they hold it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<String>,
+    /// Namespaces where a ConfigMap of that name is not this publication's copy: left alone,
+    /// no copy there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicting: Vec<String>,
+    /// Namespaces selected or named that do not exist or do not accept copies from this
+    /// publication's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
+impl CopiesStatus {
+    pub const MAX_LISTED: usize = 20;
 }
 
 /// A kid and when it was first published.

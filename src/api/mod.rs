@@ -8,7 +8,8 @@ mod signing_key;
 
 pub use duration::{DurationError, GoDuration};
 pub use jwks_publication::{
-    JwksPublication, JwksPublicationSpec, JwksPublicationStatus, PublishedKey, ServerSpec,
+    CopiesSpec, CopiesStatus, JwksPublication, JwksPublicationSpec, JwksPublicationStatus,
+    PublishedKey, ServerSpec,
 };
 pub use signing_key::{
     Algorithm, CertificateSpec, Curve, ImportFrom, KeyState, KeyStatus, KeyUse, RotationSpec,
@@ -39,6 +40,20 @@ pub const REVOKE_ANNOTATION: &str = "jwks-operator.io/revoke";
 /// Annotation on a Secret named by a SigningKey's `spec.importFrom`: the names of the SigningKeys
 /// (comma-separated, same namespace) that may import its private key. Without it, no import.
 pub const IMPORT_CONSENT_ANNOTATION: &str = "jwks-operator.io/import-to";
+
+/// Namespace annotation: the namespaces (comma-separated, or `*` for all) whose
+/// JwksPublications may place copies of their ConfigMap here. Without it, none may.
+pub const ACCEPT_COPIES_ANNOTATION: &str = "jwks-operator.io/accept-copies-from";
+
+/// Label on a copy in another namespace: the UID of the JwksPublication it copies (owner
+/// references cannot cross namespaces; this and [`MANAGED_BY_LABEL`] mark the copy as ours).
+pub const COPY_OF_LABEL: &str = "jwks-operator.io/copy-of";
+
+/// Annotation on a copy: `<namespace>/<name>` of the JwksPublication it copies.
+pub const COPY_SOURCE_ANNOTATION: &str = "jwks-operator.io/copy-source";
+
+/// Finalizer on a JwksPublication with copies: they are removed before it goes.
+pub const COPIES_FINALIZER: &str = "jwks-operator.io/copies";
 
 /// The kids a SigningKey's revoke annotation names (comma-separated, blanks ignored).
 pub fn revoked_kids(key: &SigningKey) -> std::collections::BTreeSet<String> {

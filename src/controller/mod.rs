@@ -40,6 +40,8 @@ pub struct Context {
     pub clock: clock::ApiClock,
     /// The only namespaces whose Secrets the operator may touch (absent: every managed one).
     pub secret_namespaces: Option<BTreeSet<String>>,
+    /// Which namespaces the operator manages (copies in other namespaces need all of them).
+    pub scope: Scope,
 }
 
 /// Which namespaces the operator manages.
@@ -92,6 +94,7 @@ pub async fn run(
         server_image: settings.server_image,
         metrics,
         secret_namespaces: settings.secret_namespaces.clone(),
+        scope: settings.scope.clone(),
     });
     let shutdown = shutdown.shared();
     let keys = signing_key::controller(

@@ -117,16 +117,19 @@ pub struct Publishing {
     /// The kids the ConfigMap serves now, and the etag of its `jwks.json`.
     pub served: Vec<String>,
     pub etag: Option<String>,
-    /// The JwksUpdated event of a write.
+    /// The JwksUpdated event of a write, and the kids it added.
     pub event: Option<Event>,
+    pub added: Vec<String>,
 }
 
 impl Publishing {
-    /// The ConfigMap holds what was assembled (written now with `event`, or already).
+    /// The ConfigMap holds what was assembled (written now with `event`, adding `added`, or
+    /// already).
     pub fn up_to_date(
         publication: &JwksPublication,
         assembled: &Assembled,
         event: Option<Event>,
+        added: Vec<String>,
     ) -> Self {
         let (served, etag) = served(
             publication,
@@ -141,6 +144,7 @@ impl Publishing {
             served,
             etag,
             event,
+            added,
         }
     }
 
@@ -164,6 +168,7 @@ impl Publishing {
             served,
             etag,
             event: None,
+            added: Vec::new(),
         }
     }
 }
@@ -318,7 +323,7 @@ mod tests {
         let absent = Publishing::refused(&publication, None, &assembled, problem());
         assert!(!absent.ours, "no ConfigMap is not ours to serve");
 
-        let written = Publishing::up_to_date(&publication, &assembled, None);
+        let written = Publishing::up_to_date(&publication, &assembled, None, Vec::new());
         assert!(written.ours && written.problem.is_none());
         assert_eq!(written.served, ["new"]);
         assert_eq!(

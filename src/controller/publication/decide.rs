@@ -132,13 +132,15 @@ pub fn published_event(before: &[String], after: &BTreeSet<String>) -> Event {
     }
 }
 
-/// A conflict with an object that is not ours is looked at again soon; nothing else changes
-/// with time alone, as every other input is watched.
-pub fn next_action(publish_problem: Option<&Problem>, server: &Server) -> Action {
-    let conflict = matches!(
-        publish_problem,
-        Some((PublicationReason::ConfigMapConflict, _))
-    ) || matches!(server, Server::NotRun(PublicationReason::ServerConflict, _));
+/// A conflict with an object that is not ours, or a copy that could not be written, is looked
+/// at again soon; nothing else changes with time alone, as every other input is watched.
+pub fn next_action(publish_problem: Option<&Problem>, server: &Server, copies: bool) -> Action {
+    let conflict = copies
+        || matches!(
+            publish_problem,
+            Some((PublicationReason::ConfigMapConflict, _))
+        )
+        || matches!(server, Server::NotRun(PublicationReason::ServerConflict, _));
     if conflict {
         Action::requeue(PROBLEM_RETRY)
     } else {
@@ -262,22 +264,28 @@ mod tests {
         let conflict = (PublicationReason::ConfigMapConflict, String::new());
         let too_large = (PublicationReason::TooLarge, String::new());
         let retry = Action::requeue(PROBLEM_RETRY);
-        assert_eq!(next_action(Some(&conflict), &Server::Disabled), retry);
         assert_eq!(
-            next_action(
-                None,
-                &Server::NotRun(PublicationReason::ServerConflict, String::new())
-            ),
+            next_action(Some(&conflict), &Server::Disabled, false),
             retry
         );
         assert_eq!(
-            next_action(Some(&too_large), &Server::Disabled),
+            next_action(
+                None,
+                &Server::NotRun(PublicationReason::ServerConflict, String::new()),
+                false
+            ),
+            retry
+        );
+        assert_eq!(next_action(None, &Server::Disabled, true), retry);
+        assert_eq!(
+            next_action(Some(&too_large), &Server::Disabled, false),
             Action::await_change()
         );
         assert_eq!(
             next_action(
                 None,
-                &Server::NotRun(PublicationReason::InvalidName, String::new())
+                &Server::NotRun(PublicationReason::InvalidName, String::new()),
+                false
             ),
             Action::await_change()
         );

@@ -9,6 +9,7 @@ use crate::api::{JwksPublication, JwksPublicationStatus};
 use crate::controller::conditions::{find, reason_of};
 use crate::publication::Published;
 
+use super::copies::Copying;
 use super::server::Server;
 use super::status::Facts;
 
@@ -27,6 +28,9 @@ pub fn named(name: &str, mut spec: serde_json::Value) -> JwksPublication {
     .unwrap()
 }
 
+/// A publication that asks for no copies.
+pub static NO_COPIES: Copying = Copying::NotAsked;
+
 pub fn facts<'a>(
     publication: &'a JwksPublication,
     served: &'a [String],
@@ -35,12 +39,14 @@ pub fn facts<'a>(
     Facts {
         publication,
         served,
+        added: &[],
         etag: Some("\"e\"".into()),
         publish_problem: None,
         spec_problem: None,
         warnings: &[],
         sources: 1,
         server,
+        copying: &NO_COPIES,
         now: Timestamp::UNIX_EPOCH,
     }
 }

@@ -1,7 +1,7 @@
 //! The status a publication reports and the Warning events its new problems call for, as pure
 //! functions of what the reconcile found.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use k8s_openapi::jiff::Timestamp;
@@ -12,6 +12,7 @@ use crate::api::{JwksPublication, JwksPublicationSpec, JwksPublicationStatus, Pu
 use crate::controller::conditions::{Verdict, reason_of};
 
 use super::Problem;
+use super::copies::Copying;
 use super::naming::object_name;
 use super::server::{Server, url};
 
@@ -38,6 +39,8 @@ pub struct Facts<'a> {
     pub publication: &'a JwksPublication,
     /// Kids in the ConfigMap now, with the etag of its `jwks.json`.
     pub served: &'a [String],
+    /// Kids this reconcile wrote into the ConfigMap.
+    pub added: &'a [String],
     pub etag: Option<String>,
     /// Why the ConfigMap could not be brought up to date, if it could not.
     pub publish_problem: Option<Problem>,
@@ -46,6 +49,7 @@ pub struct Facts<'a> {
     pub warnings: &'a [String],
     pub sources: usize,
     pub server: Server,
+    pub copying: &'a Copying,
     pub now: Timestamp,
 }
 
@@ -53,13 +57,18 @@ type PublicationVerdict = Verdict<PublicationCondition, PublicationReason>;
 
 pub fn build_status(facts: &Facts<'_>) -> JwksPublicationStatus {
     let previous = facts.publication.status.clone().unwrap_or_default();
-    let keys = published_keys(&previous.keys, facts.served, facts.now);
+    let served = facts.copying.gate(facts.served, &previous.keys);
+    let mut written = facts.copying.added();
+    written.extend(facts.added.iter().cloned());
+    let keys = published_keys(&previous.keys, &served, &written, facts.now);
     let published = published_verdict(facts, keys.len());
     let server = server_verdict(&facts.server);
-    let ready = ready_verdict(facts, &published, &server, keys.len());
+    let copied = facts.copying.verdict(facts.publication);
+    let ready = ready_verdict(facts, &published, &server, copied.as_ref(), keys.len());
     let generation = facts.publication.metadata.generation;
-    let conditions = [ready, published, server]
+    let conditions = [Some(ready), Some(published), Some(server), copied]
         .into_iter()
+        .flatten()
         .map(|verdict| verdict.into_condition(&previous.conditions, generation, facts.now))
         .collect();
     JwksPublicationStatus {
@@ -69,13 +78,16 @@ pub fn build_status(facts: &Facts<'_>) -> JwksPublicationStatus {
         url: matches!(facts.server, Server::Running { .. }).then(|| url(facts.publication)),
         conditions,
         observed_generation: generation,
+        copies: facts.copying.status(),
     }
 }
 
-/// The served kids, each with the time a status first listed it.
+/// The served kids, each with the time the last ConfigMap or copy that had to carry it was
+/// written: kept from `previous` unless this reconcile `written` it somewhere.
 fn published_keys(
     previous: &[PublishedKey],
     served: &[String],
+    written: &BTreeSet<String>,
     now: Timestamp,
 ) -> Vec<PublishedKey> {
     let since: BTreeMap<&str, &PublishedKey> =
@@ -83,10 +95,10 @@ fn published_keys(
     served
         .iter()
         .map(|kid| match since.get(kid.as_str()) {
-            Some(known) => (*known).clone(),
-            // G1 counts from here: the first status that lists a kid is written only after the
-            // ConfigMap holding it was.
-            None => PublishedKey {
+            Some(known) if !written.contains(kid) => (*known).clone(),
+            // G1 counts from here: the status is written only after every ConfigMap and copy
+            // holding the kid was.
+            _ => PublishedKey {
                 kid: kid.clone(),
                 published_at: MicroTime(now),
             },
@@ -156,6 +168,7 @@ fn ready_verdict(
     facts: &Facts<'_>,
     published: &PublicationVerdict,
     server: &PublicationVerdict,
+    copied: Option<&PublicationVerdict>,
     keys: usize,
 ) -> PublicationVerdict {
     let not_ready = |reason, message: &str| {
@@ -172,6 +185,8 @@ fn ready_verdict(
         not_ready(*reason, message)
     } else if let Server::NotRun(reason, message) = &facts.server {
         not_ready(*reason, message)
+    } else if let Some(copied) = copied.filter(|c| c.status != ConditionStatus::True) {
+        not_ready(copied.reason, &copied.message)
     } else if keys == 0 {
         not_ready(
             PublicationReason::NoKeys,
@@ -192,13 +207,17 @@ fn ready_verdict(
 }
 
 /// Condition reasons that call for a Warning event when they appear or their message changes.
-const WARNING_REASONS: [PublicationReason; 6] = [
+const WARNING_REASONS: [PublicationReason; 10] = [
     PublicationReason::PublishedWithWarnings,
     PublicationReason::TooLarge,
     PublicationReason::ConfigMapConflict,
     PublicationReason::ServerConflict,
     PublicationReason::InvalidName,
     PublicationReason::InvalidSpec,
+    PublicationReason::CopiesPending,
+    PublicationReason::CopyConflict,
+    PublicationReason::CopiesRefused,
+    PublicationReason::CopiesNotAllowed,
 ];
 
 /// A Warning event for each problem the new conditions report that the previous ones did not
@@ -239,6 +258,56 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_kid_written_into_a_copy_now_is_dated_now_and_a_stale_copy_holds_new_kids_back() {
+        use super::super::copies::CopyState;
+        let mut publication = publication(json!({"enabled": false}));
+        publication.status = Some(JwksPublicationStatus {
+            keys: vec![PublishedKey {
+                kid: "a".into(),
+                published_at: MicroTime(Timestamp::UNIX_EPOCH),
+            }],
+            ..JwksPublicationStatus::default()
+        });
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let served = ["a".to_string(), "b".to_string()];
+        let copying = Copying::Done {
+            copies: BTreeMap::from([
+                // A namespace that starts matching gets a copy holding a: a counts from now.
+                (
+                    "new".to_string(),
+                    CopyState::UpToDate {
+                        added: vec!["a".into(), "b".into()],
+                    },
+                ),
+                (
+                    "slow".to_string(),
+                    CopyState::Stale {
+                        held: vec!["a".into()],
+                        error: "x".into(),
+                    },
+                ),
+            ]),
+            refused: vec![],
+        };
+        let mut facts = facts(&publication, &served, Server::Disabled);
+        facts.copying = &copying;
+        facts.now = now;
+        let status = build_status(&facts);
+        let kids: Vec<(&str, Timestamp)> = status
+            .keys
+            .iter()
+            .map(|k| (k.kid.as_str(), k.published_at.0))
+            .collect();
+        assert_eq!(kids, [("a", now)], "b waits for the stale copy");
+        let (holds, reason, _) = condition_of(&status, PublicationCondition::Ready);
+        assert_eq!(
+            (holds, reason),
+            (ConditionStatus::False, PublicationReason::CopiesPending)
+        );
+        assert_eq!(status.copies.unwrap().stale, ["slow"]);
+    }
+
+    #[test]
     fn status_keeps_first_publication_times_and_dates_new_kids_now() {
         let mut publication = publication(json!({"enabled": false}));
         publication.status = Some(JwksPublicationStatus {
@@ -252,12 +321,14 @@ mod tests {
         let status = build_status(&Facts {
             publication: &publication,
             served: &["a".to_string(), "b".to_string()],
+            added: &["b".to_string()],
             etag: Some("\"e\"".into()),
             publish_problem: None,
             spec_problem: None,
             warnings: &[],
             sources: 1,
             server: Server::Disabled,
+            copying: &NO_COPIES,
             now,
         });
         assert_eq!(status.keys[0].published_at.0, Timestamp::UNIX_EPOCH);
