@@ -214,8 +214,16 @@ fn rbac_grants_exactly_what_the_operator_does() {
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]},
     ]);
 
+    // Copies in other namespaces (cluster-wide installs only): Namespaces, and the finalizer.
+    let copy_rules = json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["jwks-operator.io"], "resources": ["jwkspublications"], "verbs": ["patch"]},
+    ]);
+    let mut cluster_rules = expected.as_array().unwrap().clone();
+    cluster_rules.extend(copy_rules.as_array().unwrap().iter().cloned());
+
     let docs = render("rel", "ops", &[]);
-    assert_eq!(only(&docs, "ClusterRole")["rules"], expected);
+    assert_eq!(only(&docs, "ClusterRole")["rules"], json!(cluster_rules));
     let binding = only(&docs, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], "rel-jwks-operator");
     assert_eq!(
@@ -419,6 +427,13 @@ async fn cluster_wide_install_is_accepted_and_grants_least_privilege() {
             .await;
         can.assert(false, "delete", "signingkeys.jwks-operator.io", ns)
             .await;
+        // The copies' finalizer; never an update or a delete of a publication.
+        can.assert(true, "patch", "jwkspublications.jwks-operator.io", ns)
+            .await;
+        can.assert(false, "update", "jwkspublications.jwks-operator.io", ns)
+            .await;
+        can.assert(false, "delete", "jwkspublications.jwks-operator.io", ns)
+            .await;
         can.assert(true, "create", "events.events.k8s.io", ns).await;
         can.assert(true, "patch", "events.events.k8s.io", ns).await;
         can.assert(false, "create", "events", ns).await; // core/v1 Events: not used
@@ -438,7 +453,12 @@ async fn cluster_wide_install_is_accepted_and_grants_least_privilege() {
         .await;
     can.assert(false, "create", "leases.coordination.k8s.io", &elsewhere)
         .await;
-    can.assert(false, "list", "namespaces", "--all-namespaces")
+    // Copies: Namespaces are listed and watched (labels and consent), never changed.
+    can.assert(true, "watch", "namespaces", "--all-namespaces")
+        .await;
+    can.assert(false, "patch", "namespaces", "--all-namespaces")
+        .await;
+    can.assert(false, "get", "namespaces", "--all-namespaces")
         .await;
 }
 
@@ -484,6 +504,16 @@ async fn single_namespace_install_is_confined_to_its_namespace() {
         .await;
     can.assert(false, "create", "leases.coordination.k8s.io", &watched)
         .await;
+    // A namespaced install makes no copies: no Namespaces, no finalizer.
+    can.assert(false, "list", "namespaces", "--all-namespaces")
+        .await;
+    can.assert(
+        false,
+        "patch",
+        "jwkspublications.jwks-operator.io",
+        &watched,
+    )
+    .await;
 }
 
 #[tokio::test]

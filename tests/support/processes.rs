@@ -177,12 +177,24 @@ pub async fn start_operator_wrapped(
     wrapper: &[&str],
     flags: &[&str],
 ) -> ChildProcess {
+    let mut scoped = vec!["--namespace", namespace];
+    scoped.extend(flags);
+    spawn_operator(wrapper, &scoped).await
+}
+
+/// `jwks-operator run` for every namespace of the shared control plane (a cluster-wide install):
+/// one per test binary, as it reconciles every test's objects.
+pub async fn start_cluster_operator() -> ChildProcess {
+    spawn_operator(&[], &[]).await
+}
+
+async fn spawn_operator(wrapper: &[&str], flags: &[&str]) -> ChildProcess {
     let cp = shared_control_plane().await;
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"])
         .args(wrapper)
         .arg(env!("CARGO_BIN_EXE_jwks-operator"))
-        .args(["run", "--namespace", namespace, "--log-format", "json"])
+        .args(["run", "--log-format", "json"])
         .args(flags)
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("RUST_LOG", "info,jwks_operator=debug")
