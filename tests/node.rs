@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fixtures::openssl;
-use jwks_operator::api::{JwksPublication, KeyState, SigningKey};
+use jwks_operator::api::{ACCEPT_COPIES_ANNOTATION, JwksPublication, KeyState, SigningKey};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -75,7 +75,11 @@ async fn the_operator_and_its_servers_run_on_a_real_node() {
     let web = ServedPublication::create(&client, &mut measured).await;
     web.answers_like_a_jwks_endpoint().await;
     web.projection_delays(&client, &mut measured).await;
+    let consumer = Consumer::create(&client, &web).await;
     web.rotation_is_served_before_the_key_signs(&client, &mut measured)
+        .await;
+    consumer
+        .verifies_every_token_until_the_new_key_signs(&client, &web, &mut measured)
         .await;
     web.a_server_pod_can_go_without_a_failed_request(&client)
         .await;
@@ -620,6 +624,183 @@ impl ServedPublication {
         );
         let after = pod_restarts(client, &self.namespace, selector).await;
         assert_eq!(before, after, "the server pods were restarted or replaced");
+    }
+}
+
+/// A service in another namespace that verifies tokens with the publication's JWKS as its pods
+/// see it: its copy of the ConfigMap (`spec.copies`), mounted and served by `serve --dir` (any
+/// static file server would do), read by a `jose` verifier.
+struct Consumer {
+    /// `<ClusterIP>:8080` of its Service.
+    address: String,
+    /// Where `jose` is (tests/interop/setup.sh).
+    node_path: String,
+}
+
+const CONSUMER_NAMESPACE: &str = "consumer";
+
+impl Consumer {
+    /// The namespace accepts copies from the publication's; the publication copies itself
+    /// there; a Deployment mounts the copy and a Service fronts it.
+    async fn create(client: &Client, web: &ServedPublication) -> Consumer {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace = json!({"metadata": {"name": CONSUMER_NAMESPACE, "annotations": {
+            ACCEPT_COPIES_ANNOTATION: web.namespace}}});
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(namespace).unwrap(),
+            )
+            .await
+            .unwrap();
+        let publications: Api<JwksPublication> = Api::namespaced(client.clone(), &web.namespace);
+        let copies = json!({"spec": {"copies": {"namespaces": [CONSUMER_NAMESPACE]}}});
+        publications
+            .patch("web", &PatchParams::default(), &Patch::Merge(&copies))
+            .await
+            .unwrap();
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), CONSUMER_NAMESPACE);
+        support::wait_exists(&config_maps, "web-jwks", TIMEOUT).await;
+
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &web.namespace);
+        let server = deployments.get("web-jwks").await.unwrap();
+        let image = server.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+        let labels = json!({"app": "verifier"});
+        let deployment = json!({
+            "metadata": {"name": "verifier"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true},
+                    "containers": [{
+                        "name": "verifier", "image": image,
+                        "args": ["serve", "--dir", "/etc/jwks", "--listen", "0.0.0.0:8080"],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
+                        "volumeMounts": [{"name": "jwks", "mountPath": "/etc/jwks", "readOnly": true}],
+                    }],
+                    "volumes": [{"name": "jwks", "configMap": {"name": "web-jwks"}}],
+                },
+            }},
+        });
+        let consumer_deployments: Api<Deployment> =
+            Api::namespaced(client.clone(), CONSUMER_NAMESPACE);
+        support::create_from(&consumer_deployments, deployment).await;
+        let service = json!({"metadata": {"name": "verifier"}, "spec": {
+            "selector": labels, "ports": [{"port": 8080, "targetPort": "http"}]}});
+        let services: Api<Service> = Api::namespaced(client.clone(), CONSUMER_NAMESPACE);
+        let service = support::create_from(&services, service).await;
+        ready_pods(client, CONSUMER_NAMESPACE, "app=verifier", 1).await;
+        let ip = service
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("a ClusterIP");
+        let node_path =
+            tokio::task::spawn_blocking(interop_tools).await.unwrap()["NODE_PATH"].clone();
+        let consumer = Consumer {
+            address: format!("{ip}:8080"),
+            node_path,
+        };
+        wait_for(TIMEOUT, "the consumer's Service to answer", || async {
+            consumer.kids().await.map(|_| ())
+        })
+        .await;
+        consumer
+    }
+
+    /// The kids the consumer serves from its mounted copy.
+    async fn kids(&self) -> Result<Vec<String>, support::Pending> {
+        let response = http(&self.address, "GET", "/.well-known/jwks.json", &[]).await?;
+        if response.status != 200 {
+            return Err(format!("HTTP {}", response.status).into());
+        }
+        Ok(support::kids_in_jwks(&response.text()))
+    }
+
+    /// Every second, a token signed with the key the Secret holds at that instant is verified
+    /// by `jose` (1 s JWKS cache) against the consumer's JWKS, from while the old key signs
+    /// until the new one has signed five tokens: none fails, so the new key reached the other
+    /// namespace's pods before it signed.
+    async fn verifies_every_token_until_the_new_key_signs(
+        &self,
+        client: &Client,
+        web: &ServedPublication,
+        measured: &mut BTreeMap<&str, Value>,
+    ) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+        let keys: Api<SigningKey> = Api::namespaced(client.clone(), &web.namespace);
+        let status = keys.get("web-key").await.unwrap().status.unwrap();
+        let old_kid = status.active_kid.clone().unwrap();
+        let new_kid = status
+            .keys
+            .iter()
+            .find(|k| k.state == KeyState::Pending)
+            .map(|k| k.kid.clone())
+            .expect("the rotation phase left a pending key");
+        let mut verifier = tokio::process::Command::new("node")
+            .arg(repo_root().join("tests/interop/rotation_verifier.mjs"))
+            .args([
+                "--jwks-uri",
+                &format!("http://{}/.well-known/jwks.json", self.address),
+                "--cache-max-age-ms",
+                "1000",
+            ])
+            .env("NODE_PATH", &self.node_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let mut input = verifier.stdin.take().unwrap();
+        let mut output = BufReader::new(verifier.stdout.take().unwrap()).lines();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &web.namespace);
+        let started = Instant::now();
+        let deadline =
+            started + Duration::from_secs(PRE_PUBLISH_SECONDS as u64) + PROJECTION_TIMEOUT;
+        let mut pace = tokio::time::interval(Duration::from_secs(1));
+        let (mut by_old, mut by_new) = (0, 0);
+        let mut copy_served_after = None;
+        while by_new < 5 {
+            assert!(Instant::now() < deadline, "{new_kid} did not sign in time");
+            pace.tick().await;
+            if copy_served_after.is_none() && self.kids().await.is_ok_and(|k| k.contains(&new_kid))
+            {
+                copy_served_after = Some(started.elapsed().as_secs_f64());
+            }
+            let data = secrets.get("web-key").await.unwrap().data.unwrap();
+            let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+            let line = json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")});
+            input
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            let answer = tokio::time::timeout(TIMEOUT, output.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("a verdict");
+            let verdict: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(
+                verdict["ok"], true,
+                "a token signed with the active key failed at the consumer: {verdict}"
+            );
+            match verdict["kid"].as_str() {
+                Some(kid) if kid == new_kid => by_new += 1,
+                Some(kid) if kid == old_kid => by_old += 1,
+                other => panic!("signed with an unexpected kid {other:?}"),
+            }
+        }
+        assert!(by_old > 0, "the loop began while the old key signed");
+        eprintln!(
+            "[node] consumer namespace: {by_old} tokens of {old_kid} and {by_new} of {new_kid} verified against its copy; \
+             it served {new_kid} {copy_served_after:?} s into the loop"
+        );
+        measured.insert("copy_consumer_tokens_verified", json!(by_old + by_new));
     }
 }
 
