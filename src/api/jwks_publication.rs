@@ -22,6 +22,12 @@ use super::duration::{DURATION_PATTERN, GoDuration};
     printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keyCount"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(
+        name = "Copies",
+        type_ = "integer",
+        json_path = ".status.copies.upToDate",
+        priority = 1
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
