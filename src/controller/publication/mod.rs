@@ -10,6 +10,7 @@ mod fixtures;
 mod naming;
 mod server;
 mod status;
+mod write_copies;
 
 pub use config_map::CONFIG_MAP_DATA_LIMIT;
 pub use naming::object_name;
@@ -17,38 +18,31 @@ pub use naming::object_name;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::conditions::PublicationReason;
-use crate::api::{
-    COPIES_FINALIZER, JwksPublication, JwksPublicationStatus, MANAGED_BY_LABEL, MANAGER, SigningKey,
-};
-use crate::publication::{Assembled, Published, assemble, smallest_pre_publish};
+use crate::api::{JwksPublication, JwksPublicationStatus, MANAGED_BY_LABEL, MANAGER, SigningKey};
+use crate::publication::{Assembled, assemble, smallest_pre_publish};
 
 use super::apply::{apply_if_unchanged, describe, write_status};
 use super::metrics::ObjectLabels;
-use super::{Context, During, Error, FIELD_MANAGER, Scope};
+use super::{Context, During, Error, Scope};
 use config_map::{ConfigMapAction, Publishing, kids_in, plan_config_map};
-use copies::{
-    CopyPlan, CopyState, Copying, copies_selector, is_copy_of, plan_copy, publication_of,
-};
+use copies::{Copying, publication_of};
 use decide::{ServerPlan, next_action, plan_server, published_event, warnings};
 use naming::{check_name, owned_selector, unwanted};
 use server::{Server, build_deployment, build_service, server_conflict};
 use status::{Facts, build_status, spec_problem, warning_events};
+use write_copies::{copy, hold_copies, release_copies};
 
 /// A condition reason with its message: why something could not be done as the spec asks.
 type Problem = (PublicationReason, String);
@@ -264,206 +258,6 @@ pub async fn write_config_map(
     apply_if_unchanged(config_maps, observed, desired).await
 }
 
-/// Why this operator cannot make copies in other namespaces, if it cannot.
-fn copies_not_allowed(scope: &Scope) -> Option<String> {
-    match scope {
-        Scope::AllNamespaces => None,
-        Scope::Namespace(namespace) => Some(format!(
-            "the operator manages namespace {namespace} only (a namespaced install): copies in other namespaces need the cluster-wide install"
-        )),
-    }
-}
-
-/// Adds the finalizer that removes the copies with the publication, before any copy is
-/// written; the publication as it is after.
-async fn hold_copies(
-    context: &Context,
-    publication: JwksPublication,
-) -> Result<JwksPublication, Error> {
-    let wanted = publication.spec.copies.is_some() && copies_not_allowed(&context.scope).is_none();
-    if !wanted || holds_copies(&publication) {
-        return Ok(publication);
-    }
-    set_copies_finalizer(&context.client, &publication, true).await
-}
-
-/// Removes every copy, then the finalizer, when the publication holds one: it is being deleted
-/// or asks for no copies any more.
-async fn release_copies(client: &kube::Client, publication: &JwksPublication) -> Result<(), Error> {
-    if !holds_copies(publication) {
-        return Ok(());
-    }
-    let existing = list_copies(client, publication).await?;
-    remove_copies(client, publication, &existing, &[]).await?;
-    set_copies_finalizer(client, publication, false).await?;
-    Ok(())
-}
-
-fn holds_copies(publication: &JwksPublication) -> bool {
-    publication
-        .finalizers()
-        .iter()
-        .any(|f| f == COPIES_FINALIZER)
-}
-
-/// Adds or removes [`COPIES_FINALIZER`], on condition that the publication is as it was read
-/// (the finalizer list is replaced whole).
-async fn set_copies_finalizer(
-    client: &kube::Client,
-    publication: &JwksPublication,
-    hold: bool,
-) -> Result<JwksPublication, Error> {
-    let mut finalizers: Vec<&str> = publication
-        .finalizers()
-        .iter()
-        .map(String::as_str)
-        .filter(|f| *f != COPIES_FINALIZER)
-        .collect();
-    if hold {
-        finalizers.push(COPIES_FINALIZER);
-    }
-    let patch = json!({"metadata": {
-        "resourceVersion": publication.resource_version(),
-        "finalizers": finalizers,
-    }});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let api: Api<JwksPublication> =
-        Api::namespaced(client.clone(), &publication.namespace().unwrap_or_default());
-    api.patch(&publication.name_any(), &params, &Patch::Merge(&patch))
-        .await
-        .during("update the finalizers of", describe(publication))
-}
-
-/// Brings a copy in each target namespace up to date with the ConfigMap (never ahead of it),
-/// and removes the copies no longer wanted.
-async fn copy(
-    context: &Context,
-    publication: &JwksPublication,
-    assembled: &Assembled,
-    publishing: &Publishing,
-) -> Result<Copying, Error> {
-    let Some(spec) = &publication.spec.copies else {
-        return Ok(Copying::NotAsked);
-    };
-    if let Some(why) = copies_not_allowed(&context.scope) {
-        return Ok(Copying::NotAllowed(why));
-    }
-    if publishing.problem.is_some() {
-        return Ok(Copying::Deferred);
-    }
-    let client = &context.client;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespaces = match namespaces.list_metadata(&ListParams::default()).await {
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Ok(Copying::NotAllowed(format!(
-                "the operator may not list namespaces: {}",
-                status.message
-            )));
-        }
-        listed => listed.during("list", "Namespaces")?.items,
-    };
-    let namespaces: Vec<ObjectMeta> = namespaces.into_iter().map(|n| n.metadata).collect();
-    let targets = copies::targets(publication, spec, &namespaces);
-    let existing = list_copies(client, publication).await?;
-    let name = object_name(publication);
-    let mut states = BTreeMap::new();
-    for namespace in &targets.wanted {
-        let ours = existing
-            .iter()
-            .find(|c| c.namespace().as_deref() == Some(namespace) && c.name_any() == name);
-        let state = write_copy(client, publication, namespace, ours, &assembled.published).await?;
-        states.insert(namespace.clone(), state);
-    }
-    remove_copies(client, publication, &existing, &targets.wanted).await?;
-    Ok(Copying::Done {
-        copies: states,
-        refused: targets.refused,
-    })
-}
-
-/// Every copy of the publication, in any namespace.
-async fn list_copies(
-    client: &kube::Client,
-    publication: &JwksPublication,
-) -> Result<Vec<ConfigMap>, Error> {
-    let all: Api<ConfigMap> = Api::all(client.clone());
-    let selector = ListParams::default().labels(&copies_selector(publication));
-    Ok(all
-        .list(&selector)
-        .await
-        .during("list", format!("the copies of {}", describe(publication)))?
-        .items)
-}
-
-/// Writes the copy in `namespace` unless a ConfigMap there of that name is not ours. A write
-/// refused there (admission, quota, a namespace going away) leaves the copy stale, which holds
-/// new keys back, and never stops the other namespaces' copies.
-async fn write_copy(
-    client: &kube::Client,
-    publication: &JwksPublication,
-    namespace: &str,
-    ours: Option<&ConfigMap>,
-    published: &Published,
-) -> Result<CopyState, Error> {
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let name = object_name(publication);
-    // Not among our copies: whatever holds the name decides between a conflict and a create.
-    let existing = match ours {
-        Some(copy) => Some(copy.clone()),
-        None => config_maps
-            .get_opt(&name)
-            .await
-            .during("read", format!("ConfigMap {namespace}/{name}"))?,
-    };
-    let desired = match plan_copy(publication, namespace, existing.as_ref(), published) {
-        CopyPlan::Conflict => return Ok(CopyState::Conflict),
-        CopyPlan::Unchanged => return Ok(CopyState::UpToDate { added: Vec::new() }),
-        CopyPlan::Write(desired) => *desired,
-    };
-    let error = match apply_if_unchanged(&config_maps, existing.as_ref(), desired.clone()).await {
-        Ok(_) => {
-            info!(copy = namespace, "copy written");
-            None
-        }
-        // Someone wrote it since it was read: re-plan with fresh reads.
-        Err(error) if error.is_conflict() => return Err(error),
-        Err(error) => {
-            warn!(copy = namespace, %error, "cannot write a copy");
-            Some(error.to_string())
-        }
-    };
-    Ok(CopyState::after_write(existing.as_ref(), &desired, error))
-}
-
-/// Deletes the copies among `existing` that are not in a `keep` namespace under the current
-/// name.
-async fn remove_copies(
-    client: &kube::Client,
-    publication: &JwksPublication,
-    existing: &[ConfigMap],
-    keep: &[String],
-) -> Result<(), Error> {
-    let name = object_name(publication);
-    for copy in existing
-        .iter()
-        .filter(|c| is_copy_of(&c.metadata, publication))
-    {
-        let namespace = copy.namespace().unwrap_or_default();
-        if keep.contains(&namespace) && copy.name_any() == name {
-            continue;
-        }
-        let (Some(copy_name), Some(uid)) = (copy.metadata.name.clone(), copy.uid()) else {
-            continue;
-        };
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        delete_exactly(&api, &copy_name, uid).await?;
-    }
-    Ok(())
-}
-
 /// Runs the server when [`plan_server`] lets it; what became of it.
 async fn run_server(
     context: &Context,
@@ -598,7 +392,7 @@ where
 }
 
 /// Deletes the object `name` if it is still the one with `uid`.
-async fn delete_exactly<K>(api: &Api<K>, name: &str, uid: String) -> Result<(), Error>
+pub(super) async fn delete_exactly<K>(api: &Api<K>, name: &str, uid: String) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
