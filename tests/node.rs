@@ -800,7 +800,11 @@ impl Consumer {
             "[node] consumer namespace: {by_old} tokens of {old_kid} and {by_new} of {new_kid} verified against its copy; \
              it served {new_kid} {copy_served_after:?} s into the loop"
         );
-        measured.insert("copy_consumer_tokens_verified", json!(by_old + by_new));
+        measured.insert(
+            "copy_consumer_tokens_verified",
+            json!({"old_key": by_old, "new_key": by_new,
+                   "new_kid_served_by_consumer_after_seconds": copy_served_after}),
+        );
     }
 }
 
