@@ -104,6 +104,7 @@ pub async fn serve(
 
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
+        .saturating_mul(WORKERS_PER_CORE)
         .min(MAX_WORKERS);
     tracing::info!(%address, tls = acceptor.is_some(), workers, "listening");
     let served = transport::serve_connections(listener, acceptor, state, workers, shutdown).await;
@@ -121,9 +122,15 @@ fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Worker threads: one per core the process may use (cgroup CPU limits included), up to this; a
-/// static JWKS saturates the network long before more cores would help.
-const MAX_WORKERS: usize = 4;
+/// Worker threads per core the process may use (cgroup CPU limits included). A worker owns its
+/// connections, so while the scheduler has it preempted they all wait; with two per core each
+/// preemption stalls half as many, which lowered p99 more than the extra switches cost in
+/// throughput (docs/benchmarks.md, "JWKS server against nginx").
+const WORKERS_PER_CORE: usize = 2;
+
+/// At most this many worker threads; a static JWKS saturates the network long before more cores
+/// would help.
+const MAX_WORKERS: usize = 8;
 
 /// Connections the kernel queues until they are accepted (what tokio's `bind` uses).
 const LISTEN_BACKLOG: u32 = 1024;
