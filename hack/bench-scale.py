@@ -150,7 +150,8 @@ def load():
 def start_operator(binary, kubeconfig, namespace, log_path):
     env = dict(os.environ, KUBECONFIG=kubeconfig, RUST_LOG="info")
     log = open(log_path, "w")
-    return subprocess.Popen([binary, "run", "--namespace", namespace, "--log-format", "json"],
+    wrapper = os.environ.get("BENCH_WRAPPER", "").split()
+    return subprocess.Popen(wrapper + [binary, "run", "--namespace", namespace, "--log-format", "json"],
                             stdout=log, stderr=log, env=env)
 
 

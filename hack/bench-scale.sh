@@ -17,7 +17,9 @@
 # Environment: BENCH_KEYS (default 1000), BENCH_PUBLICATIONS (10), BENCH_CLIENTS (client threads,
 # 32), BENCH_TIMEOUT (seconds per phase, 900), BENCH_SOAK_KEYS (5), BENCH_SOAK_INTERVAL (4s),
 # BENCH_SOAK_MINUTES (30), BENCH_ENV (extra environment for the operator, e.g.
-# "MALLOC_ARENA_MAX=2"). Every process started here is stopped on exit; the operator's log
+# "MALLOC_ARENA_MAX=2"), BENCH_WRAPPER (a command to run the operator under, e.g. "heaptrack -o
+# target/heap"; the RSS figures are then the wrapper's), BENCH_BIN (a prebuilt binary instead of
+# the release build). Every process started here is stopped on exit; the operator's log
 # stays in target/bench-<mode>/operator.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +27,11 @@ say() { printf '[bench-scale] %s\n' "$*" >&2; }
 MODE=${1:-scale}
 [[ $MODE == scale || $MODE == soak ]] || { say "usage: $0 scale|soak"; exit 2; }
 
-say "building the release binary"
-cargo build --release --locked --quiet --bin jwks-operator
-BIN=$PWD/target/release/jwks-operator
+BIN=${BENCH_BIN:-$PWD/target/release/jwks-operator}
+if [[ -z ${BENCH_BIN:-} ]]; then
+  say "building the release binary"
+  cargo build --release --locked --quiet --bin jwks-operator
+fi
 WORK=$PWD/target/bench-$MODE
 rm -rf "$WORK"
 mkdir -p "$WORK"

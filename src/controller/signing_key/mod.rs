@@ -30,8 +30,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -74,9 +74,19 @@ pub fn controller(
             .collect(),
         None => vec![scope.api(client)],
     };
-    let mut controller = Controller::new(keys, watcher::Config::default())
+    // The cache only triggers reconciles and names objects: each reconcile reads its key afresh.
+    // Without status and managedFields, 1,000 keys cost a fraction of the memory.
+    let (store, writer) = reflector::store();
+    let triggers = reflector(
+        writer,
+        watcher::watcher(keys, watcher::Config::default()).modify(|key: &mut SigningKey| {
+            key.managed_fields_mut().clear();
+            key.status = None;
+        }),
+    )
+    .applied_objects();
+    let mut controller = Controller::for_stream(triggers, store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
-    let store = controller.store();
     for secrets in secret_apis {
         controller = controller.owns(secrets, owned.clone());
     }
