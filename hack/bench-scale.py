@@ -399,5 +399,7 @@ def soak(binary, kubeconfig, work):
 
 
 if __name__ == "__main__":
+    # A SIGTERM (the caller stopping early) still runs the finally blocks that stop the operator.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     command, binary, kubeconfig, work = sys.argv[1:5]
     {"scale": scale, "soak": soak}[command](binary, kubeconfig, work)

@@ -19,7 +19,7 @@
 # BENCH_SOAK_MINUTES (30), BENCH_ENV (extra environment for the operator, e.g.
 # "MALLOC_ARENA_MAX=2"), BENCH_WRAPPER (a command to run the operator under, e.g. "heaptrack -o
 # target/heap"; the RSS figures are then the wrapper's), BENCH_BIN (a prebuilt binary instead of
-# the release build). Every process started here is stopped on exit; the operator's log
+# the release build), BENCH_TAG (a suffix for the work directory, to run two at once). Every process started here is stopped on exit; the operator's log
 # stays in target/bench-<mode>/operator.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ if [[ -z ${BENCH_BIN:-} ]]; then
   say "building the release binary"
   cargo build --release --locked --quiet --bin jwks-operator
 fi
-WORK=$PWD/target/bench-$MODE
+WORK=$PWD/target/bench-$MODE${BENCH_TAG:+-$BENCH_TAG}
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
