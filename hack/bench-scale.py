@@ -303,7 +303,11 @@ def scale(binary, kubeconfig, work):
         parallel(lambda i: api.request("POST", key_path(namespace), key_object(i, publications, None)),
                  range(n), threads)
         accepted = time.time()
-        done = wait_for(api, namespace, n, created_and_published, process, timeout, "create")
+        try:
+            done = wait_for(api, namespace, n, created_and_published, process, timeout, "create")
+        except RuntimeError as unfinished:
+            say(str(unfinished))
+            done = float("nan")
         time.sleep(5)  # writes that trail the last key (publication status, events)
         after = api.metrics()
         create = {
@@ -324,7 +328,7 @@ def scale(binary, kubeconfig, work):
         try:
             done = wait_for(api, namespace, n, rotated_and_published, process, timeout, "rotate")
         except RuntimeError as unfinished:
-            # Still report the creation, and the rotation as far as it went.
+            # Still report what was measured; the seconds read "nan".
             say(str(unfinished))
             done = float("nan")
         time.sleep(5)
