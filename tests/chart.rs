@@ -133,7 +133,7 @@ fn deployment_runs_the_operator_with_the_documented_flags() {
     );
     assert_eq!(
         container["resources"],
-        json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+        json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}})
     );
     assert_eq!(pod["automountServiceAccountToken"], true);
     assert_eq!(pod["serviceAccountName"], "rel-jwks-operator");

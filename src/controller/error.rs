@@ -26,6 +26,9 @@ pub enum Error {
     NotNamespaced(String),
     #[error(transparent)]
     Clock(#[from] ClockError),
+    /// The watch that fills a controller's cache has ended: the operator is shutting down.
+    #[error("the cache of {0} stopped")]
+    CacheStopped(&'static str),
 }
 
 impl Error {
@@ -35,7 +38,7 @@ impl Error {
     }
 
     /// Every value [`Error::category`] gives.
-    pub const CATEGORIES: [&'static str; 7] = [
+    pub const CATEGORIES: [&'static str; 8] = [
         "conflict",
         "forbidden",
         "api",
@@ -43,6 +46,7 @@ impl Error {
         "encode",
         "not_namespaced",
         "clock",
+        "cache",
     ];
 
     /// What kind of failure this is, as a metric label: a few fixed values, never an object.
@@ -61,6 +65,7 @@ impl Error {
             Error::Encode { .. } => "encode",
             Error::NotNamespaced(_) => "not_namespaced",
             Error::Clock(_) => "clock",
+            Error::CacheStopped(_) => "cache",
         }
     }
 
@@ -123,6 +128,7 @@ mod tests {
         assert_eq!(api_error(409).retry_after(), Duration::from_millis(50));
         assert_eq!(api_error(500).retry_after(), Duration::from_secs(5));
         assert_eq!(Error::Clock(ClockError::NoDate).category(), "clock");
+        assert_eq!(Error::CacheStopped("SigningKeys").category(), "cache");
         for error in [api_error(409), api_error(403), api_error(500)] {
             assert!(Error::CATEGORIES.contains(&error.category()));
         }

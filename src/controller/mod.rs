@@ -42,6 +42,8 @@ pub struct Context {
     pub secret_namespaces: Option<BTreeSet<String>>,
     /// Which namespaces the operator manages (copies in other namespaces need all of them).
     pub scope: Scope,
+    /// Every SigningKey in scope, without managedFields: the publication controller's cache.
+    pub signing_keys: Store<SigningKey>,
 }
 
 /// Which namespaces the operator manages.
@@ -83,6 +85,12 @@ pub async fn run(
     metrics: Arc<metrics::OperatorMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let keys = signing_key::controller(
+        client.clone(),
+        &settings.scope,
+        settings.secret_namespaces.as_ref(),
+    );
+    let (publications, signing_keys) = publication::controller(client.clone(), &settings.scope);
     let context = Arc::new(Context {
         recorder: events::EventRecorder::new(
             client.clone(),
@@ -90,19 +98,14 @@ pub async fn run(
             settings.instance,
         ),
         clock: clock::ApiClock::new(client.clone()),
-        client: client.clone(),
+        client,
         server_image: settings.server_image,
         metrics,
-        secret_namespaces: settings.secret_namespaces.clone(),
-        scope: settings.scope.clone(),
+        secret_namespaces: settings.secret_namespaces,
+        scope: settings.scope,
+        signing_keys,
     });
     let shutdown = shutdown.shared();
-    let keys = signing_key::controller(
-        client.clone(),
-        &settings.scope,
-        settings.secret_namespaces.as_ref(),
-    );
-    let publications = publication::controller(client, &settings.scope);
     context
         .metrics
         .track(existing(keys.store(), publications.store()));

@@ -21,16 +21,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Event;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::api::conditions::PublicationReason;
 use crate::api::{JwksPublication, JwksPublicationStatus, MANAGED_BY_LABEL, MANAGER, SigningKey};
+use crate::lifecycle::selects;
 use crate::publication::{Assembled, assemble, smallest_pre_publish};
 
 use super::apply::{apply_if_unchanged, describe, write_status};
@@ -49,14 +50,38 @@ type Problem = (PublicationReason, String);
 
 pub const CONTROLLER: &str = "jwkspublication";
 
+/// Publications reconciled at once. Each holds its selected keys and documents; a few keep the
+/// apiserver busy, and the rest would only add memory (a key change wakes every publication of
+/// its namespace).
+const CONCURRENCY: u16 = 4;
+
 /// Publications, the objects they own, their copies, every SigningKey (a key's status is the
 /// input) and, when copies can be made, the namespaces (their labels choose the copies).
-pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublication> {
+/// Returns the controller and its cache of SigningKeys, which [`reconcile`] reads its keys from.
+pub fn controller(
+    client: kube::Client,
+    scope: &Scope,
+) -> (Controller<JwksPublication>, Store<SigningKey>) {
     let publications: Api<JwksPublication> = scope.api(client.clone());
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let controller = Controller::new(publications, watcher::Config::default());
+    let controller = Controller::new(publications, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let store = controller.store();
     let in_namespace = store.clone();
+    // The cache is filled before the trigger reaches the scheduler, so a reconcile started by
+    // a key's change reads that change or a later one. Without managedFields: never read here,
+    // and the larger part of a key's size.
+    let (keys, writer) = reflector::store();
+    let key_changes = reflector(
+        writer,
+        watcher::watcher(
+            scope.api::<SigningKey>(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|key| key.managed_fields_mut().clear()),
+    )
+    .touched_objects();
     let controller = controller
         .watches(
             scope.api::<ConfigMap>(client.clone()),
@@ -65,21 +90,17 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublica
         )
         .owns(scope.api::<Deployment>(client.clone()), owned.clone())
         .owns(scope.api::<Service>(client.clone()), owned)
-        .watches(
-            scope.api::<SigningKey>(client.clone()),
-            watcher::Config::default(),
-            move |key| {
-                // Every publication of the namespace: one that selected this key before a relabel
-                // must drop it as surely as a new one must add it.
-                in_namespace
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == key.namespace())
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        );
-    match scope {
+        .watches_stream(key_changes, move |key| {
+            // Every publication of the namespace: one that selected this key before a relabel
+            // must drop it as surely as a new one must add it.
+            in_namespace
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == key.namespace())
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        });
+    let controller = match scope {
         Scope::Namespace(_) => controller,
         Scope::AllNamespaces => controller.watches(
             Api::<Namespace>::all(client),
@@ -93,7 +114,8 @@ pub fn controller(client: kube::Client, scope: &Scope) -> Controller<JwksPublica
                     .collect::<Vec<_>>()
             },
         ),
-    }
+    };
+    (controller, keys)
 }
 
 /// Reads the publication and its namespace's SigningKeys, publishes the ConfigMap and its
@@ -120,7 +142,7 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let publication = hold_copies(context.as_ref(), publication).await?;
-    let keys = read_keys(client, &namespace).await?;
+    let keys = read_keys(&context.signing_keys, &publication).await?;
     let assembled = assemble(&publication, &keys);
     let warnings = warnings(
         &assembled,
@@ -181,14 +203,18 @@ async fn read_publication(
         .during("read", format!("JwksPublication {namespace}/{name}"))
 }
 
-/// Every SigningKey of the namespace: their status is what is published.
-async fn read_keys(client: &kube::Client, namespace: &str) -> Result<Vec<SigningKey>, Error> {
-    let keys: Api<SigningKey> = Api::namespaced(client.clone(), namespace);
-    let list = keys
-        .list(&ListParams::default())
+/// The SigningKeys `publication` selects (their status is what is published), from the
+/// controller's cache. Waits for its first full list: a reconcile at start-up must not publish
+/// a set with keys missing.
+async fn read_keys(
+    keys: &Store<SigningKey>,
+    publication: &JwksPublication,
+) -> Result<Vec<SigningKey>, Error> {
+    keys.wait_until_ready()
         .await
-        .during("list", format!("the SigningKeys of namespace {namespace}"))?;
-    Ok(list.items)
+        .map_err(|_| Error::CacheStopped("SigningKeys"))?;
+    let selected = keys.state_filter(|key| selects(publication, key));
+    Ok(selected.iter().map(|key| SigningKey::clone(key)).collect())
 }
 
 /// Brings the ConfigMap up to date unless its name is invalid, it is someone else's, or the

@@ -122,6 +122,19 @@ pub fn publication_facts(
         .collect()
 }
 
+/// Whether a change of `publication` can change what planning `key` sees
+/// ([`publication_facts`] reads only the publications that select it). While a spec change is
+/// not yet reported (`observedGeneration` behind), every key of the namespace: a new selector
+/// may have released a key that waited for this publication.
+pub fn woken_by(publication: &JwksPublication, key: &SigningKey) -> bool {
+    let reported = publication
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation);
+    let settled = reported.is_some() && reported == publication.metadata.generation;
+    selects(publication, key) || (!settled && publication.namespace() == key.namespace())
+}
+
 /// What planning needs besides the SigningKey and the ring recovered from its Secret.
 pub struct Observed<'a> {
     pub policy: &'a Policy,

@@ -11,14 +11,15 @@ use kube::runtime::controller::Action;
 
 use super::decide::{
     LONGEST_SLEEP, Observed, PROBLEM_RETRY, import_pem, namespace_problem, observe,
-    ownership_problem, plan, secret_matches, wake_up,
+    ownership_problem, plan, secret_matches, wake_up, woken_by,
 };
 use super::fixtures::{Ring, kid, secret_of, signing_key, t, unchanged};
 use super::report::Problem;
 use super::stored::Recovered;
 use crate::api::conditions::KeyReason;
 use crate::api::{
-    IMPORT_CONSENT_ANNOTATION, ImportFrom, MANAGED_BY_LABEL, MANAGER, REVOKE_ANNOTATION,
+    IMPORT_CONSENT_ANNOTATION, ImportFrom, JwksPublication, MANAGED_BY_LABEL, MANAGER,
+    REVOKE_ANNOTATION,
 };
 use crate::lifecycle::{Change, GenerateReason, Policy, RotationPlan};
 
@@ -258,4 +259,35 @@ fn the_next_look_is_when_the_plan_wakes_at_most_an_hour_away() {
     for (plan, delay) in cases {
         assert_eq!(wake_up(&plan, t(0)), Action::requeue(delay));
     }
+}
+
+fn publication(
+    labels: serde_json::Value,
+    generation: i64,
+    observed: Option<i64>,
+) -> JwksPublication {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "jwks-operator.io/v1alpha1",
+        "kind": "JwksPublication",
+        "metadata": {"name": "p", "namespace": "a", "generation": generation},
+        "spec": {"selector": {"matchLabels": labels}},
+        "status": {"observedGeneration": observed},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_publication_wakes_the_keys_it_selects_and_every_key_while_its_spec_change_is_unreported() {
+    let mut key = signing_key();
+    key.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
+    let selecting = serde_json::json!({"team": "x"});
+    let other = serde_json::json!({"team": "y"});
+    assert!(woken_by(&publication(selecting.clone(), 2, Some(2)), &key));
+    assert!(!woken_by(&publication(other.clone(), 2, Some(2)), &key));
+    // A selector edit (generation 3) not yet reported may have released this key.
+    assert!(woken_by(&publication(other.clone(), 3, Some(2)), &key));
+    assert!(woken_by(&publication(other.clone(), 1, None), &key));
+    let mut elsewhere = signing_key();
+    elsewhere.metadata.namespace = Some("b".into());
+    assert!(!woken_by(&publication(other, 3, Some(2)), &elsewhere));
 }

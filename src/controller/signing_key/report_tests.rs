@@ -313,6 +313,29 @@ fn each_change_is_one_event_about_its_key() {
 }
 
 #[test]
+fn a_key_generated_and_activated_at_once_is_one_event() {
+    let recovered = active_ring();
+    let first = kid(&recovered.ring, 0);
+    let plan = RotationPlan {
+        changes: vec![
+            Change::Generated {
+                kid: first.clone(),
+                reason: GenerateReason::Bootstrap,
+            },
+            Change::Activated { kid: first.clone() },
+        ],
+        ..scheduled(&recovered)
+    };
+    let told = tell(&signing_key(), &recovered, Some(&plan), None);
+    assert_eq!(reasons(&told.events), [(EventType::Normal, "KeyGenerated")]);
+    let note = told.events[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&first) && note.ends_with("it signs now"),
+        "{note}"
+    );
+}
+
+#[test]
 fn a_first_key_from_an_import_is_announced_as_imported() {
     let recovered = active_ring();
     let mut key = signing_key();
