@@ -190,9 +190,17 @@ pub async fn start_cluster_operator() -> ChildProcess {
 
 async fn spawn_operator(wrapper: &[&str], flags: &[&str]) -> ChildProcess {
     let cp = shared_control_plane().await;
+    // The parent-death signal reaches only the direct child: a wrapper that forks (faketime
+    // does) would die and leave the operator running, so the operator gets its own.
+    let dies_with_parent = ["setpriv", "--pdeathsig", "KILL", "--"];
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--pdeathsig", "KILL", "--"])
+    cmd.args(&dies_with_parent[1..])
         .args(wrapper)
+        .args(if wrapper.is_empty() {
+            &[][..]
+        } else {
+            &dies_with_parent[..]
+        })
         .arg(env!("CARGO_BIN_EXE_jwks-operator"))
         .args(["run", "--log-format", "json"])
         .args(flags)
