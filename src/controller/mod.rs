@@ -44,6 +44,10 @@ pub struct Context {
     pub scope: Scope,
     /// Every SigningKey in scope, without managedFields: the publication controller's cache.
     pub signing_keys: Store<SigningKey>,
+    /// Every JwksPublication in scope, without managedFields: the SigningKey controller's cache.
+    pub publications: Store<JwksPublication>,
+    /// When each publication last wrote its ConfigMap: additions wait a little to be batched.
+    pub publication_writes: publication::WritePacing,
 }
 
 /// Which namespaces the operator manages.
@@ -85,7 +89,7 @@ pub async fn run(
     metrics: Arc<metrics::OperatorMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let keys = signing_key::controller(
+    let (keys, publications_cache) = signing_key::controller(
         client.clone(),
         &settings.scope,
         settings.secret_namespaces.as_ref(),
@@ -104,6 +108,8 @@ pub async fn run(
         secret_namespaces: settings.secret_namespaces,
         scope: settings.scope,
         signing_keys,
+        publications: publications_cache,
+        publication_writes: publication::WritePacing::new(publication::WRITE_INTERVAL),
     });
     let shutdown = shutdown.shared();
     context

@@ -19,7 +19,7 @@ mod testing;
 
 pub use plan::{
     Blocked, Change, GenerateReason, KeySource, Minted, PublicationFacts, RotationInput,
-    RotationPlan, plan_revocation, plan_rotation,
+    RotationPlan, activation_due, plan_revocation, plan_rotation,
 };
 pub use policy::{Policy, PolicyError};
 pub use ring::{KeyRing, MAX_RING_KEYS, RingKey, later};

@@ -385,6 +385,22 @@ fn activate(
     }
 }
 
+/// Whether a step over `ring` at `now` may activate its pending key by what `publications`
+/// report: the one decision publications take part in. A caller that reads them from a cache
+/// confirms a `true` against a fresh read before planning on it (a publication created a moment
+/// ago may not be in the cache, and it gates the activation too); a `false` plans nothing that a
+/// lagging cache could make wrong.
+pub fn activation_due(
+    ring: &KeyRing,
+    publications: &[PublicationFacts],
+    policy: &Policy,
+    now: Timestamp,
+) -> bool {
+    ring.pending().is_some_and(|pending| {
+        activation_time(pending, publications, policy, now).is_ok_and(|at| at <= now)
+    })
+}
+
 /// G1: the earliest instant the pending key may sign: `prePublish` after its creation and after
 /// every selecting publication started serving it; or the publications that do not serve it yet.
 fn activation_time(

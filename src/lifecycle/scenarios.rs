@@ -123,6 +123,29 @@ fn successor_takes_over_on_time_when_published_at_once() {
 }
 
 #[test]
+fn an_activation_is_due_once_every_selecting_publication_served_the_key_pre_publish_long() {
+    let mut mint = Mint::default();
+    let policy = policy();
+    let ring = with_successor(&mut mint); // k2 pending since t(90)
+    let published = [served("main", &[("k2", 90)])];
+    assert!(activation_due(&ring, &published, &policy, t(100)));
+    assert!(!activation_due(&ring, &published, &policy, t(99)));
+    let recent = [served("main", &[("k2", 95)])];
+    assert!(
+        !activation_due(&ring, &recent, &policy, t(100)),
+        "5 s of 10"
+    );
+    let partner = [served("main", &[("k2", 90)]), served("partner", &[])];
+    assert!(!activation_due(&ring, &partner, &policy, t(100)));
+    assert!(
+        activation_due(&ring, &[], &policy, t(100)),
+        "prePublish alone"
+    );
+    let only_active = bootstrapped(&mut mint);
+    assert!(!activation_due(&only_active, &published, &policy, t(100)));
+}
+
+#[test]
 fn activation_waits_for_every_selecting_publication() {
     let mut mint = Mint::default();
     let policy = policy();

@@ -154,8 +154,23 @@ impl World {
             now: self.now,
             clock_in_sync: true,
         };
+        let due = activation_due(ring, &facts, &self.policy, self.now);
         let mint = &mut self.mint;
-        plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap()
+        let plan = plan_rotation(input, |source, spec| mint.mint(source, spec)).unwrap();
+        let was_pending = |kid: &str| {
+            ring.get(kid)
+                .is_some_and(|k| k.state() == KeyState::Pending)
+        };
+        let activates_pending = plan
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Activated { kid } if was_pending(kid)));
+        assert!(
+            due || !activates_pending,
+            "activation_due said no, yet the step activated the pending key: a caller planning \
+             on a cache would have skipped the fresh read G1 needs"
+        );
+        plan
     }
 
     fn reconcile(&mut self) {

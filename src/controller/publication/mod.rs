@@ -8,14 +8,17 @@ mod decide;
 #[cfg(test)]
 mod fixtures;
 mod naming;
+mod pacing;
 mod server;
 mod status;
 mod write_copies;
 
 pub use config_map::CONFIG_MAP_DATA_LIMIT;
 pub use naming::object_name;
+pub use pacing::{WRITE_INTERVAL, WritePacing};
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
@@ -144,6 +147,12 @@ pub async fn reconcile(
     let publication = hold_copies(context.as_ref(), publication).await?;
     let keys = read_keys(&context.signing_keys, &publication).await?;
     let assembled = assemble(&publication, &keys);
+    let uid = publication.uid().unwrap_or_default();
+    if pacing::may_wait(&publication, &assembled.kids)
+        && let Some(wait) = context.publication_writes.wait(&uid, Instant::now())
+    {
+        return Ok(Action::requeue(wait));
+    }
     let warnings = warnings(
         &assembled,
         smallest_pre_publish(&publication, &keys),
@@ -151,6 +160,9 @@ pub async fn reconcile(
     );
 
     let publishing = publish(client, &namespace, &publication, &assembled).await?;
+    if publishing.event.is_some() {
+        context.publication_writes.wrote(&uid, Instant::now());
+    }
     let copying = copy(&context, &publication, &assembled, &publishing).await?;
     let server = run_server(&context, &namespace, &publication, &publishing).await?;
     let keep_server = matches!(server, Server::Running { .. });

@@ -12,8 +12,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::KeyReason;
 use crate::api::{
-    IMPORT_CONSENT_ANNOTATION, JwksPublication, MANAGED_BY_LABEL, MANAGER, ROTATE_ANNOTATION,
-    SigningKey, revoked_kids,
+    IMPORT_CONSENT_ANNOTATION, JwksPublication, KeyState, KeyStatus, MANAGED_BY_LABEL, MANAGER,
+    ROTATE_ANNOTATION, SigningKey, SigningKeyStatus, revoked_kids,
 };
 use crate::lifecycle::{
     Change, Policy, PublicationFacts, RotationInput, RotationPlan, plan_rotation, selects,
@@ -103,12 +103,12 @@ pub fn import_pem(
 
 /// Facts from every publication in `publications` that selects `key`: since when it has served
 /// each kid.
-pub fn publication_facts(
-    publications: &[JwksPublication],
+pub fn publication_facts<'a>(
+    publications: impl IntoIterator<Item = &'a JwksPublication>,
     key: &SigningKey,
 ) -> Vec<PublicationFacts> {
     publications
-        .iter()
+        .into_iter()
         .filter(|p| selects(p, key))
         .map(|p| PublicationFacts {
             name: p.name_any(),
@@ -122,17 +122,47 @@ pub fn publication_facts(
         .collect()
 }
 
-/// Whether a change of `publication` can change what planning `key` sees
-/// ([`publication_facts`] reads only the publications that select it). While a spec change is
-/// not yet reported (`observedGeneration` behind), every key of the namespace: a new selector
-/// may have released a key that waited for this publication.
+/// Slims a SigningKey for the controller's cache, which only triggers reconciles, names keys
+/// and tells [`woken_by`] which keys wait for publications: every reconcile reads its key
+/// afresh. Of the status only the pending key stays (kid, state, creation); managedFields,
+/// public JWKs and conditions were most of the memory of 1,000 keys.
+pub fn slim(key: &mut SigningKey) {
+    key.managed_fields_mut().clear();
+    key.status = key.status.take().and_then(|status| {
+        let pending: Vec<KeyStatus> = status
+            .keys
+            .into_iter()
+            .filter(|k| k.state == KeyState::Pending)
+            .map(|k| KeyStatus {
+                public_jwk: Default::default(),
+                ..k
+            })
+            .collect();
+        (!pending.is_empty()).then(|| SigningKeyStatus {
+            keys: pending,
+            ..SigningKeyStatus::default()
+        })
+    });
+}
+
+/// Whether a change of `publication` can change what planning `key` decides. Publications take
+/// part in one decision only, the activation of a pending key, so only keys with one are woken:
+/// by the publications that select them, and while a publication's spec change is not yet
+/// reported (`observedGeneration` behind) by every publication of their namespace (a new
+/// selector may have released a key that waited for it). Creating 1,000 keys wakes none.
 pub fn woken_by(publication: &JwksPublication, key: &SigningKey) -> bool {
     let reported = publication
         .status
         .as_ref()
         .and_then(|s| s.observed_generation);
     let settled = reported.is_some() && reported == publication.metadata.generation;
-    selects(publication, key) || (!settled && publication.namespace() == key.namespace())
+    let pending = key
+        .status
+        .iter()
+        .flat_map(|s| &s.keys)
+        .any(|k| k.state == KeyState::Pending);
+    pending
+        && (selects(publication, key) || (!settled && publication.namespace() == key.namespace()))
 }
 
 /// What planning needs besides the SigningKey and the ring recovered from its Secret.

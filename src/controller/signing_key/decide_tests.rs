@@ -11,15 +11,15 @@ use kube::runtime::controller::Action;
 
 use super::decide::{
     LONGEST_SLEEP, Observed, PROBLEM_RETRY, import_pem, namespace_problem, observe,
-    ownership_problem, plan, secret_matches, wake_up, woken_by,
+    ownership_problem, plan, secret_matches, slim, wake_up, woken_by,
 };
 use super::fixtures::{Ring, kid, secret_of, signing_key, t, unchanged};
 use super::report::Problem;
 use super::stored::Recovered;
 use crate::api::conditions::KeyReason;
 use crate::api::{
-    IMPORT_CONSENT_ANNOTATION, ImportFrom, JwksPublication, MANAGED_BY_LABEL, MANAGER,
-    REVOKE_ANNOTATION,
+    IMPORT_CONSENT_ANNOTATION, ImportFrom, JwksPublication, KeyState, MANAGED_BY_LABEL, MANAGER,
+    REVOKE_ANNOTATION, SigningKey,
 };
 use crate::lifecycle::{Change, GenerateReason, Policy, RotationPlan};
 
@@ -276,18 +276,76 @@ fn publication(
     .unwrap()
 }
 
+/// A key with this status, as the API returns it.
+fn with_status(mut key: SigningKey, status: serde_json::Value) -> SigningKey {
+    key.status = Some(serde_json::from_value(status).unwrap());
+    key
+}
+
+fn held(kid: &str, state: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kid": kid, "state": state, "createdAt": "2026-12-06T10:00:00.000000Z",
+        "publicJwk": {"kty": "EC", "kid": kid},
+    })
+}
+
 #[test]
-fn a_publication_wakes_the_keys_it_selects_and_every_key_while_its_spec_change_is_unreported() {
+fn a_publication_wakes_the_waiting_keys_it_selects_and_all_while_its_spec_change_is_unreported() {
     let mut key = signing_key();
     key.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
+    let waiting = with_status(
+        key.clone(),
+        serde_json::json!({"keys": [held("k1", "Active"), held("k2", "Pending")]}),
+    );
     let selecting = serde_json::json!({"team": "x"});
     let other = serde_json::json!({"team": "y"});
-    assert!(woken_by(&publication(selecting.clone(), 2, Some(2)), &key));
-    assert!(!woken_by(&publication(other.clone(), 2, Some(2)), &key));
+    assert!(woken_by(
+        &publication(selecting.clone(), 2, Some(2)),
+        &waiting
+    ));
+    assert!(!woken_by(&publication(other.clone(), 2, Some(2)), &waiting));
     // A selector edit (generation 3) not yet reported may have released this key.
-    assert!(woken_by(&publication(other.clone(), 3, Some(2)), &key));
-    assert!(woken_by(&publication(other.clone(), 1, None), &key));
-    let mut elsewhere = signing_key();
+    assert!(woken_by(&publication(other.clone(), 3, Some(2)), &waiting));
+    assert!(woken_by(&publication(other.clone(), 1, None), &waiting));
+    let mut elsewhere = waiting.clone();
     elsewhere.metadata.namespace = Some("b".into());
-    assert!(!woken_by(&publication(other, 3, Some(2)), &elsewhere));
+    assert!(!woken_by(
+        &publication(other.clone(), 3, Some(2)),
+        &elsewhere
+    ));
+    // Publications decide only a pending key's activation: a key without one is never woken.
+    let signing = with_status(key, serde_json::json!({"keys": [held("k1", "Active")]}));
+    assert!(!woken_by(&publication(selecting, 2, Some(2)), &signing));
+    assert!(!woken_by(&publication(other, 1, None), &signing));
+}
+
+#[test]
+fn the_cache_keeps_of_a_key_only_its_pending_key() {
+    let mut key = with_status(
+        signing_key(),
+        serde_json::json!({
+            "activeKid": "k1",
+            "keys": [held("k0", "Retired"), held("k1", "Active"), held("k2", "Pending")],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KeyActive",
+                "message": "m", "lastTransitionTime": "2026-12-06T10:00:00Z"}],
+        }),
+    );
+    key.metadata.managed_fields = Some(vec![Default::default()]);
+    slim(&mut key);
+    assert_eq!(key.metadata.managed_fields, Some(vec![]));
+    let status = key.status.clone().unwrap();
+    assert_eq!((status.active_kid, status.conditions.len()), (None, 0));
+    let kept: Vec<(&str, KeyState, usize)> = status
+        .keys
+        .iter()
+        .map(|k| (k.kid.as_str(), k.state, k.public_jwk.len()))
+        .collect();
+    assert_eq!(kept, [("k2", KeyState::Pending, 0)]);
+
+    let mut signing = with_status(
+        signing_key(),
+        serde_json::json!({"keys": [held("k1", "Active")]}),
+    );
+    slim(&mut signing);
+    assert_eq!(signing.status, None);
 }

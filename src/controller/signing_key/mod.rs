@@ -30,14 +30,14 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::conditions::{KeyReason, Term};
 use crate::api::{JwksPublication, MANAGED_BY_LABEL, MANAGER, SigningKey, revoked_kids};
-use crate::lifecycle::{Policy, PublicationFacts, RotationPlan, plan_revocation};
+use crate::lifecycle::{Policy, PublicationFacts, RotationPlan, activation_due, plan_revocation};
 
 use super::apply::{describe, write_status};
 use super::clock::ClockReading;
@@ -57,11 +57,12 @@ const CONCURRENCY: u16 = 16;
 
 /// The controller: SigningKeys, their Secrets (metadata only, so private bytes are never
 /// cached) and every JwksPublication (a publication serving a kid can unblock an activation).
+/// Returns the controller and its cache of publications, which planning reads.
 pub fn controller(
     client: kube::Client,
     scope: &Scope,
     secret_namespaces: Option<&BTreeSet<String>>,
-) -> Controller<SigningKey> {
+) -> (Controller<SigningKey>, Store<JwksPublication>) {
     let keys: Api<SigningKey> = scope.api(client.clone());
     let publications: Api<JwksPublication> = scope.api(client.clone());
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
@@ -74,15 +75,10 @@ pub fn controller(
             .collect(),
         None => vec![scope.api(client)],
     };
-    // The cache only triggers reconciles and names objects: each reconcile reads its key afresh.
-    // Without status and managedFields, 1,000 keys cost a fraction of the memory.
     let (store, writer) = reflector::store();
     let triggers = reflector(
         writer,
-        watcher::watcher(keys, watcher::Config::default()).modify(|key: &mut SigningKey| {
-            key.managed_fields_mut().clear();
-            key.status = None;
-        }),
+        watcher::watcher(keys, watcher::Config::default()).modify(decide::slim),
     )
     .applied_objects();
     let mut controller = Controller::for_stream(triggers, store.clone())
@@ -90,19 +86,24 @@ pub fn controller(
     for secrets in secret_apis {
         controller = controller.owns(secrets, owned.clone());
     }
-    controller.watches(
-        publications,
-        watcher::Config::default(),
-        move |publication| {
-            // Not every key of the namespace at each status write of a publication: with
-            // hundreds of keys that was most of the reconciles.
-            store
-                .state_filter(|key| decide::woken_by(&publication, key))
-                .iter()
-                .map(|key| ObjectRef::from_obj(&**key))
-                .collect::<Vec<_>>()
-        },
+    // Filled before the trigger reaches the scheduler, so a reconcile woken by a publication's
+    // change plans with that change or a later one.
+    let (publications_cache, writer) = reflector::store();
+    let publication_changes = reflector(
+        writer,
+        watcher::watcher(publications, watcher::Config::default())
+            .default_backoff()
+            .modify(|publication| publication.managed_fields_mut().clear()),
     )
+    .touched_objects();
+    let controller = controller.watches_stream(publication_changes, move |publication| {
+        store
+            .state_filter(|key| decide::woken_by(&publication, key))
+            .iter()
+            .map(|key| ObjectRef::from_obj(&**key))
+            .collect::<Vec<_>>()
+    });
+    (controller, publications_cache)
 }
 
 /// read (the SigningKey, its Secret, what planning needs) → decide ([`decide::plan`]) → apply
@@ -211,7 +212,13 @@ impl<'a> Shell<'a> {
             Ok(policy) => policy,
             Err(e) => return Ok(Err(Problem::new(KeyReason::InvalidSpec, e.to_string()))),
         };
-        let publications = self.publication_facts(key).await?;
+        // The cache decides everything but an activation, which G1 decides on a fresh list: a
+        // publication created a moment ago may not be in the cache yet, and it gates it too.
+        let cached = self.cached_publication_facts(key).await?;
+        let publications = match activation_due(&recovered.ring, &cached, &policy, now) {
+            true => self.listed_publication_facts(key).await?,
+            false => cached,
+        };
         let import = match (&key.spec.import_from, recovered.ring.keys.is_empty()) {
             (Some(source), true) => Some(self.read_import(source, &key.name_any()).await),
             _ => None,
@@ -229,9 +236,29 @@ impl<'a> Shell<'a> {
         Ok(planned.map(|(plan, recovered)| (plan, recovered, clock)))
     }
 
-    /// Facts from every JwksPublication that selects `key`.
-    async fn publication_facts(&self, key: &SigningKey) -> Result<Vec<PublicationFacts>, Error> {
-        // A fresh list, not a cache: a publication created a moment ago must gate activation too.
+    /// Facts from every JwksPublication of the namespace that selects `key`, from the cache.
+    /// Waits for the cache's first full list.
+    async fn cached_publication_facts(
+        &self,
+        key: &SigningKey,
+    ) -> Result<Vec<PublicationFacts>, Error> {
+        let cache = &self.context.publications;
+        cache
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheStopped("JwksPublications"))?;
+        let in_namespace = cache.state_filter(|p| p.namespace().as_deref() == Some(self.namespace));
+        Ok(decide::publication_facts(
+            in_namespace.iter().map(|p| &**p),
+            key,
+        ))
+    }
+
+    /// Facts from every JwksPublication that selects `key`, listed afresh.
+    async fn listed_publication_facts(
+        &self,
+        key: &SigningKey,
+    ) -> Result<Vec<PublicationFacts>, Error> {
         let publications: Api<JwksPublication> =
             Api::namespaced(self.context.client.clone(), self.namespace);
         let list = publications.list(&ListParams::default()).await;

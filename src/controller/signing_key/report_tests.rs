@@ -312,26 +312,48 @@ fn each_change_is_one_event_about_its_key() {
     }
 }
 
-#[test]
-fn a_key_generated_and_activated_at_once_is_one_event() {
-    let recovered = active_ring();
+/// A plan that generates the ring's only key for `reason` and activates it at once.
+fn generated_and_activated(
+    recovered: &Recovered,
+    reason: GenerateReason,
+) -> (String, RotationPlan) {
     let first = kid(&recovered.ring, 0);
     let plan = RotationPlan {
         changes: vec![
             Change::Generated {
                 kid: first.clone(),
-                reason: GenerateReason::Bootstrap,
+                reason,
             },
             Change::Activated { kid: first.clone() },
         ],
-        ..scheduled(&recovered)
+        ..scheduled(recovered)
     };
+    (first, plan)
+}
+
+#[test]
+fn a_key_generated_and_activated_at_once_is_one_event() {
+    let recovered = active_ring();
+    let (first, plan) = generated_and_activated(&recovered, GenerateReason::Replacement);
     let told = tell(&signing_key(), &recovered, Some(&plan), None);
     assert_eq!(reasons(&told.events), [(EventType::Normal, "KeyGenerated")]);
     let note = told.events[0].note.clone().unwrap_or_default();
     assert!(
         note.contains(&first) && note.ends_with("it signs now"),
         "{note}"
+    );
+}
+
+#[test]
+fn a_first_generated_key_is_told_by_the_status_alone() {
+    let recovered = active_ring();
+    let (first, plan) = generated_and_activated(&recovered, GenerateReason::Bootstrap);
+    let told = tell(&signing_key(), &recovered, Some(&plan), None);
+    assert_eq!(reasons(&told.events), []);
+    assert_eq!(
+        told.status.active_kid.as_deref(),
+        Some(first.as_str()),
+        "the status says it instead"
     );
 }
 
