@@ -10,7 +10,8 @@
 # "16 64"), BENCH_DURATION (default 15s), BENCH_WARMUP (default 3s), BENCH_ROUNDS (default 3),
 # BENCH_THREADS (wrk threads, default 2), BENCH_PROFILE (cargo profile, default release; `dist`
 # is the size-optimised build), BENCH_PIN=1 (both servers on CPU 0, wrk on CPU 1, so the load
-# generator does not take CPU time from the server under test), BENCH_PORT (default 18080; nginx
+# generator does not take CPU time from the server under test), BENCH_SERVE_WORKERS (serve
+# --workers; default: serve's own), BENCH_PORT (default 18080; nginx
 # uses the next port). Installs nginx and wrk from Debian when missing and run as root.
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
@@ -25,6 +26,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-2}
 PROFILE=${BENCH_PROFILE:-release}
 PIN=${BENCH_PIN:-}
+SERVE_WORKERS=${BENCH_SERVE_WORKERS:-}
 SERVER_CPUS=() LOAD_CPUS=()
 if [[ -n $PIN ]]; then
   SERVER_CPUS=(taskset -c 0) LOAD_CPUS=(taskset -c 1)
@@ -162,7 +164,7 @@ wait_ok() { # url
 
 start_servers() { # dir
   "${SERVER_CPUS[@]}" "$BIN" serve --dir "$1/content" --listen "127.0.0.1:$SERVE_PORT" \
-    --log-format json 2>"$1/serve.log" &
+    ${SERVE_WORKERS:+--workers "$SERVE_WORKERS"} --log-format json 2>"$1/serve.log" &
   SERVE_PID=$!
   pids+=("$SERVE_PID")
   nginx_conf "$1" >"$1/nginx/nginx.conf"

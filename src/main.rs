@@ -153,6 +153,10 @@ struct ServeArgs {
     /// removed it (the Deployments the operator creates use 5).
     #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
     shutdown_delay_seconds: u64,
+    /// Worker threads serving connections. Default: two per CPU the process may use (cgroup
+    /// limits included), at most 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: Option<u16>,
 }
 
 #[derive(Args)]
@@ -281,6 +285,7 @@ fn main() -> ExitCode {
                 .map(|(cert, key)| jwks_operator::server::TlsFiles { cert, key }),
             log_format: args.log.log_format,
             shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_seconds),
+            workers: args.workers.map(usize::from),
         }),
         Command::Crds { out_dir } => cli::crds::run(out_dir.as_deref()),
         Command::Jwk(JwkCommand::Generate(args)) => cli::jwk::generate(cli::jwk::GenerateOptions {

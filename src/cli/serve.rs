@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub log_format: LogFormat,
     /// How long to keep accepting after SIGTERM (see `serve --shutdown-delay-seconds`).
     pub shutdown_delay: std::time::Duration,
+    /// Worker threads (absent: the server's default).
+    pub workers: Option<usize>,
 }
 
 pub fn run(options: ServeOptions) -> Result<ExitCode, CliError> {
@@ -69,6 +71,7 @@ pub fn run(options: ServeOptions) -> Result<ExitCode, CliError> {
             listen: options.listen,
             source,
             tls: options.tls,
+            workers: options.workers,
         };
         let shutdown = async move {
             shutdown_signal().await;

@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub source: Source,
     pub tls: Option<TlsFiles>,
+    /// Worker threads (absent: [`WORKERS_PER_CORE`] per CPU, at most [`MAX_WORKERS`]).
+    pub workers: Option<usize>,
 }
 
 /// Where the publication's ConfigMap data comes from.
@@ -102,10 +104,12 @@ pub async fn serve(
         acceptor
     });
 
-    let workers = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .saturating_mul(WORKERS_PER_CORE)
-        .min(MAX_WORKERS);
+    let workers = options.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .saturating_mul(WORKERS_PER_CORE)
+            .min(MAX_WORKERS)
+    });
     tracing::info!(%address, tls = acceptor.is_some(), workers, "listening");
     let served = transport::serve_connections(listener, acceptor, state, workers, shutdown).await;
     background.shutdown().await;
