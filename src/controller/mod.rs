@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod apply;
+mod cache;
 pub mod clock;
 pub mod conditions;
 mod error;
@@ -43,9 +44,9 @@ pub struct Context {
     /// Which namespaces the operator manages (copies in other namespaces need all of them).
     pub scope: Scope,
     /// Every SigningKey in scope, without managedFields: the publication controller's cache.
-    pub signing_keys: Store<SigningKey>,
+    pub signing_keys: cache::Cache<SigningKey>,
     /// Every JwksPublication in scope, without managedFields: the SigningKey controller's cache.
-    pub publications: Store<JwksPublication>,
+    pub publications: cache::Cache<JwksPublication>,
     /// When each publication last wrote its ConfigMap: additions wait a little to be batched.
     pub publication_writes: publication::WritePacing,
 }
@@ -107,8 +108,8 @@ pub async fn run(
         metrics,
         secret_namespaces: settings.secret_namespaces,
         scope: settings.scope,
-        signing_keys,
-        publications: publications_cache,
+        signing_keys: cache::Cache::new(signing_keys, "SigningKeys"),
+        publications: cache::Cache::new(publications_cache, "JwksPublications"),
         publication_writes: publication::WritePacing::new(publication::WRITE_INTERVAL),
     });
     let shutdown = shutdown.shared();

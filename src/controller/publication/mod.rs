@@ -38,6 +38,7 @@ use crate::lifecycle::selects;
 use crate::publication::{Assembled, assemble, smallest_pre_publish};
 
 use super::apply::{apply_if_unchanged, describe, write_status};
+use super::cache::Cache;
 use super::metrics::ObjectLabels;
 use super::{Context, During, Error, Scope};
 use config_map::{ConfigMapAction, Publishing, kids_in, plan_config_map};
@@ -219,12 +220,10 @@ async fn read_publication(
 /// controller's cache. Waits for its first full list: a reconcile at start-up must not publish
 /// a set with keys missing.
 async fn read_keys(
-    keys: &Store<SigningKey>,
+    keys: &Cache<SigningKey>,
     publication: &JwksPublication,
 ) -> Result<Vec<SigningKey>, Error> {
-    keys.wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("SigningKeys"))?;
+    let keys = keys.filled().await?;
     let selected = keys.state_filter(|key| selects(publication, key));
     Ok(selected.iter().map(|key| SigningKey::clone(key)).collect())
 }

@@ -242,11 +242,7 @@ impl<'a> Shell<'a> {
         &self,
         key: &SigningKey,
     ) -> Result<Vec<PublicationFacts>, Error> {
-        let cache = &self.context.publications;
-        cache
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheStopped("JwksPublications"))?;
+        let cache = self.context.publications.filled().await?;
         let in_namespace = cache.state_filter(|p| p.namespace().as_deref() == Some(self.namespace));
         Ok(decide::publication_facts(
             in_namespace.iter().map(|p| &**p),
