@@ -257,17 +257,23 @@ mod tests {
     use crate::controller::conditions::says;
     use serde_json::json;
 
-    #[test]
-    fn a_kid_written_into_a_copy_now_is_dated_now_and_a_stale_copy_holds_new_kids_back() {
-        use super::super::copies::CopyState;
+    /// A publication without a server whose status has published `kid` since the epoch.
+    fn published_since_epoch(kid: &str) -> JwksPublication {
         let mut publication = publication(json!({"enabled": false}));
         publication.status = Some(JwksPublicationStatus {
             keys: vec![PublishedKey {
-                kid: "a".into(),
+                kid: kid.into(),
                 published_at: MicroTime(Timestamp::UNIX_EPOCH),
             }],
             ..JwksPublicationStatus::default()
         });
+        publication
+    }
+
+    #[test]
+    fn a_kid_written_into_a_copy_now_is_dated_now_and_a_stale_copy_holds_new_kids_back() {
+        use super::super::copies::CopyState;
+        let publication = published_since_epoch("a");
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let served = ["a".to_string(), "b".to_string()];
         let copying = Copying::Done {
@@ -309,14 +315,7 @@ mod tests {
 
     #[test]
     fn status_keeps_first_publication_times_and_dates_new_kids_now() {
-        let mut publication = publication(json!({"enabled": false}));
-        publication.status = Some(JwksPublicationStatus {
-            keys: vec![PublishedKey {
-                kid: "a".into(),
-                published_at: MicroTime(Timestamp::UNIX_EPOCH),
-            }],
-            ..JwksPublicationStatus::default()
-        });
+        let publication = published_since_epoch("a");
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let status = build_status(&Facts {
             publication: &publication,
