@@ -51,5 +51,14 @@ say "control plane up ($KUBECONFIG); load average: $(cut -d' ' -f1-3 /proc/loada
 echo
 echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, release build, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')${BENCH_ENV:+, operator environment $BENCH_ENV}."
 echo
+# In the background, so that a SIGTERM or Ctrl-C reaches the driver at once (bash defers its
+# traps while a foreground child runs); the driver then stops the operator itself.
 # shellcheck disable=SC2086 # BENCH_ENV is a list of NAME=value words
-env ${BENCH_ENV:-} python3 hack/bench-scale.py "$MODE" "$BIN" "$KUBECONFIG" "$WORK"
+env ${BENCH_ENV:-} python3 hack/bench-scale.py "$MODE" "$BIN" "$KUBECONFIG" "$WORK" &
+DRIVER_PID=$!
+trap 'kill -TERM "$DRIVER_PID" 2>/dev/null || true' TERM INT
+status=0
+wait "$DRIVER_PID" || status=$?
+# A signal interrupts the first wait; the second waits for the driver to finish stopping.
+wait "$DRIVER_PID" 2>/dev/null || true
+exit "$status"

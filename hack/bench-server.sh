@@ -2,7 +2,9 @@
 # Benchmarks `jwks-operator serve` against nginx serving the same jwks.json with the same
 # headers, on loopback with wrk, for JWK Sets of the sizes real publications have, and prints one
 # markdown table: requests/s, p50, p99, peak RSS of both, serve's ratios to nginx, and a verdict
-# against the goal (at least 1.5x nginx's requests/s, and a p99 no higher than nginx's).
+# against the goal (at least 1.5x nginx's requests/s, and a p99 no higher than nginx's). A third
+# contender, hack/min-server.c, sends serve's own response bytes with nothing but one recv and one
+# send per request: the most requests/s any server can reach on this machine, as a yardstick.
 #
 #   hack/bench-server.sh            # or: make bench-server
 #
@@ -11,8 +13,8 @@
 # BENCH_THREADS (wrk threads, default 2), BENCH_PROFILE (cargo profile, default release; `dist`
 # is the size-optimised build), BENCH_PIN=1 (both servers on CPU 0, wrk on CPU 1, so the load
 # generator does not take CPU time from the server under test), BENCH_SERVE_WORKERS (serve
-# --workers; default: serve's own), BENCH_PORT (default 18080; nginx
-# uses the next port). Installs nginx and wrk from Debian when missing and run as root.
+# --workers; default: serve's own), BENCH_PORT (default 18080; nginx uses the next port,
+# min-server the one after). Installs nginx and wrk from Debian when missing and run as root.
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,7 @@ if [[ -n $PIN ]]; then
 fi
 SERVE_PORT=${BENCH_PORT:-18080}
 NGINX_PORT=$((SERVE_PORT + 1))
+MIN_PORT=$((SERVE_PORT + 2))
 MAX_AGE=300
 PATH_JWKS=/.well-known/jwks.json
 
@@ -42,6 +45,7 @@ command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if ((${#missing[@]})); then
   if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
     say "missing: ${missing[*]} (install them, or run as root to let this script do it)"
@@ -69,6 +73,7 @@ WORK=target/bench-server
 rm -rf "$WORK"
 mkdir -p "$WORK/keys"
 WORK=$(cd "$WORK" && pwd)
+gcc -O2 -pthread -o "$WORK/min-server" hack/min-server.c
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- content -----------------------------------------------------------------------------------
@@ -173,6 +178,13 @@ start_servers() { # dir
   pids+=("$NGINX_PID")
   wait_ok "http://127.0.0.1:$SERVE_PORT$PATH_JWKS"
   wait_ok "http://127.0.0.1:$NGINX_PORT$PATH_JWKS"
+  # min-server answers every request with serve's response, head and body, byte for byte.
+  curl -fsS -i "http://127.0.0.1:$SERVE_PORT$PATH_JWKS" >"$1/response.http"
+  "${SERVER_CPUS[@]}" "$WORK/min-server" "$MIN_PORT" "$1/response.http" "$(nproc)" &
+  pids+=($!)
+  wait_ok "http://127.0.0.1:$MIN_PORT$PATH_JWKS"
+  curl -fsS "http://127.0.0.1:$MIN_PORT$PATH_JWKS" | cmp -s - "$1/content/jwks.json" ||
+    { say "min-server does not serve the same jwks.json"; exit 1; }
   # The same bytes, and the same headers: those of serve, and also nginx's Server,
   # Last-Modified, Accept-Ranges and Connection (HTTP/1.1 keeps connections alive anyway); the
   # ETags differ in form only (a hash of the bytes; nginx's mtime and size).
@@ -220,13 +232,16 @@ for keys in $KEYS; do
   start_servers "$dir"
   for round in $(seq 1 "$ROUNDS"); do
     for conns in $CONNECTIONS; do
-      if ((round % 2)); then
-        run "$dir" serve "$SERVE_PORT" "$conns" "$round"
-        run "$dir" nginx "$NGINX_PORT" "$conns" "$round"
-      else
-        run "$dir" nginx "$NGINX_PORT" "$conns" "$round"
-        run "$dir" serve "$SERVE_PORT" "$conns" "$round"
-      fi
+      # Each round starts with a different contender.
+      order=(serve nginx min-server)
+      first=$(((round - 1) % 3))
+      for name in "${order[@]:first}" "${order[@]:0:first}"; do
+        case $name in
+          serve) run "$dir" serve "$SERVE_PORT" "$conns" "$round" ;;
+          nginx) run "$dir" nginx "$NGINX_PORT" "$conns" "$round" ;;
+          min-server) run "$dir" min-server "$MIN_PORT" "$conns" "$round" ;;
+        esac
+      done
     done
   done
   printf 'serve %s\nnginx %s\n' "$(peak_rss_kib "$SERVE_PID")" "$(peak_rss_kib "$NGINX_PID")" >"$dir/rss.txt"
@@ -242,7 +257,8 @@ echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /pro
   "$(if [[ -n $PIN ]]; then echo "on CPU 1, servers on CPU 0,"; else echo "on the same cores as the servers,"; fi)" \
   "$DURATION per run after a $WARMUP warm-up, median of $ROUNDS rounds." \
   "serve: \`$PROFILE\` profile, $WORKERS worker thread(s);" \
-  "nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), worker_processes auto ($(nproc))."
+  "nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), worker_processes auto ($(nproc));" \
+  "min-server: $(nproc) threads."
 echo "Goal: serve at least 1.5x nginx's requests/s with a p99 at most nginx's." \
   "Peak RSS: VmHWM of the serve process; for nginx the sum over its master and workers."
 echo
@@ -273,20 +289,23 @@ def median(dir, name, conns):
 
 
 print("| keys (bytes) | conns | serve req/s | nginx req/s | ratio | serve p50 | nginx p50 "
-      "| serve p99 | nginx p99 | ratio | peak RSS serve / nginx | goal |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| serve p99 | nginx p99 | ratio | peak RSS serve / nginx | goal "
+      "| min-server req/s (× nginx) | min-server p99 (× nginx) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for keys in sizes:
     dir = f"{work}/k{keys}"
     size = os.path.getsize(f"{dir}/content/jwks.json")
     rss = {name: int(kib) / 1024 for name, kib in (line.split() for line in open(f"{dir}/rss.txt"))}
     for conns in connections:
         s, n = median(dir, "serve", conns), median(dir, "nginx", conns)
+        m = median(dir, "min-server", conns)
         rps_ratio, p99_ratio = s[0] / n[0], s[2] / n[2]
         misses = [what for what, met in (("req/s", rps_ratio >= 1.5), ("p99", p99_ratio <= 1.0)) if not met]
         verdict = "met" if not misses else "**not met** (" + ", ".join(misses) + ")"
         print(
             f"| {keys} ({size:,}) | {conns} | {s[0]:,.0f} | {n[0]:,.0f} | {rps_ratio:.2f}× "
             f"| {show(s[1])} | {show(n[1])} | {show(s[2])} | {show(n[2])} | {p99_ratio:.2f}× "
-            f"| {rss['serve']:.1f} / {rss['nginx']:.1f} MiB | {verdict} |"
+            f"| {rss['serve']:.1f} / {rss['nginx']:.1f} MiB | {verdict} "
+            f"| {m[0]:,.0f} ({m[0] / n[0]:.2f}×) | {show(m[2])} ({m[2] / n[2]:.2f}×) |"
         )
 PY

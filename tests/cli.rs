@@ -71,6 +71,21 @@ const BAD_INPUTS: &[(&[&str], i32, &str)] = &[
         "unexpected argument '-1'",
     ),
     (
+        &["serve", "--dir", "{}", "--workers", "0"],
+        2,
+        "0 is not in 1..=64",
+    ),
+    (
+        &["serve", "--dir", "{}", "--workers", "65"],
+        2,
+        "65 is not in 1..=64",
+    ),
+    (
+        &["serve", "--dir", "{}", "--workers", "abc"],
+        2,
+        "invalid digit",
+    ),
+    (
         &["jwk", "generate", "--alg", "HS256"],
         2,
         "unknown algorithm",

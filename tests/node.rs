@@ -29,7 +29,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::interop::{interop_tools, verify_remotely};
+use support::interop::{RotationVerifier, interop_tools, verify_remotely};
 use support::{HttpResponse, TIMEOUT, http, kubectl, repo_root, shared_control_plane, wait_for};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -731,8 +731,6 @@ impl Consumer {
         web: &ServedPublication,
         measured: &mut BTreeMap<&str, Value>,
     ) {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
         let keys: Api<SigningKey> = Api::namespaced(client.clone(), &web.namespace);
         let status = keys.get("web-key").await.unwrap().status.unwrap();
         let old_kid = status.active_kid.clone().unwrap();
@@ -742,22 +740,8 @@ impl Consumer {
             .find(|k| k.state == KeyState::Pending)
             .map(|k| k.kid.clone())
             .expect("the rotation phase left a pending key");
-        let mut verifier = tokio::process::Command::new("node")
-            .arg(repo_root().join("tests/interop/rotation_verifier.mjs"))
-            .args([
-                "--jwks-uri",
-                &format!("http://{}/.well-known/jwks.json", self.address),
-                "--cache-max-age-ms",
-                "1000",
-            ])
-            .env("NODE_PATH", &self.node_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node");
-        let mut input = verifier.stdin.take().unwrap();
-        let mut output = BufReader::new(verifier.stdout.take().unwrap()).lines();
+        let jwks_uri = format!("http://{}/.well-known/jwks.json", self.address);
+        let mut verifier = RotationVerifier::start(&jwks_uri, &self.node_path);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &web.namespace);
         let started = Instant::now();
         let deadline =
@@ -772,27 +756,16 @@ impl Consumer {
             {
                 copy_served_after = Some(started.elapsed().as_secs_f64());
             }
-            let data = secrets.get("web-key").await.unwrap().data.unwrap();
-            let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-            let line = json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")});
-            input
-                .write_all(format!("{line}\n").as_bytes())
-                .await
-                .unwrap();
-            let answer = tokio::time::timeout(TIMEOUT, output.next_line())
-                .await
-                .unwrap()
-                .unwrap()
-                .expect("a verdict");
-            let verdict: Value = serde_json::from_str(&answer).unwrap();
-            assert_eq!(
-                verdict["ok"], true,
-                "a token signed with the active key failed at the consumer: {verdict}"
-            );
-            match verdict["kid"].as_str() {
-                Some(kid) if kid == new_kid => by_new += 1,
-                Some(kid) if kid == old_kid => by_old += 1,
-                other => panic!("signed with an unexpected kid {other:?}"),
+            let kid = match verifier.verify_with(&secrets, "web-key").await {
+                Ok(kid) => kid,
+                Err(verdict) => {
+                    panic!("a token signed with the active key failed at the consumer: {verdict}")
+                }
+            };
+            match kid {
+                kid if kid == new_kid => by_new += 1,
+                kid if kid == old_kid => by_old += 1,
+                other => panic!("signed with an unexpected kid {other}"),
             }
         }
         assert!(by_old > 0, "the loop began while the old key signed");

@@ -3,10 +3,43 @@
 //! channel's): of several reconciles waiting together, only the last to poll is woken, and the
 //! others wait for ever. Here one task waits on it and tells everyone through a watch channel.
 
-use kube::runtime::reflector::{Lookup, Store};
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use futures::Stream;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Lookup, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::Error;
+
+/// A reflector over every object of `api`, kept without managedFields (never read here, and
+/// the larger part of an object's size), and the stream of the objects it saw change, for a
+/// controller to wake its reconciles by. The store holds a change before the stream yields it,
+/// so a reconcile woken by a change reads that change or a later one.
+pub fn watch<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send,
+)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let changes = reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|object| object.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    (store, changes)
+}
 
 /// A reflector's store and whether it has been filled.
 pub struct Cache<K: Lookup + Clone + 'static>

@@ -11,7 +11,7 @@ use base64::Engine;
 use jwks_operator::jose;
 use serde_json::{Value, json};
 
-use super::support::interop::{interop_tools, verify_remotely};
+use super::support::interop::{RotationVerifier, interop_tools, verify_remotely};
 use super::support::{self, ChildProcess, HttpResponse, TIMEOUT, free_port, http, wait_for};
 use super::*;
 
@@ -412,8 +412,6 @@ async fn tokens_from_every_secret_verify_in_jose_pyjwt_and_go_oidc() {
 /// prePublish), never disagree across rotations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
     let node_path = tokio::task::spawn_blocking(interop_tools).await.unwrap()["NODE_PATH"].clone();
     let world = World::new().await;
     world
@@ -431,22 +429,8 @@ async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
         .await;
     let served = Served::start_on(&world, "main", free_port()).await;
 
-    let mut verifier = tokio::process::Command::new("node")
-        .arg(support::repo_root().join("tests/interop/rotation_verifier.mjs"))
-        .args([
-            "--jwks-uri",
-            &format!("http://{}{JWKS}", served.addr),
-            "--cache-max-age-ms",
-            "1000",
-        ])
-        .env("NODE_PATH", node_path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node");
-    let mut input = verifier.stdin.take().unwrap();
-    let mut output = BufReader::new(verifier.stdout.take().unwrap()).lines();
+    let jwks_uri = format!("http://{}{JWKS}", served.addr);
+    let mut verifier = RotationVerifier::start(&jwks_uri, &node_path);
 
     let mut verified: Vec<String> = Vec::new();
     let mut tokens = 0;
@@ -459,25 +443,11 @@ async fn a_verifier_with_a_short_cache_never_fails_through_rotations() {
             "only {verified:?} signed in 90 s"
         );
         pace.tick().await;
-        let data = world.secrets.get("rotating").await.unwrap().data.unwrap();
-        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-        let line = json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")});
-        input
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        let answer = tokio::time::timeout(TIMEOUT, output.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("a verdict");
-        let verdict: Value = serde_json::from_str(&answer).unwrap();
-        assert_eq!(
-            verdict["ok"], true,
-            "token #{tokens} signed with the active key failed: {verdict}"
-        );
+        let kid = match verifier.verify_with(&world.secrets, "rotating").await {
+            Ok(kid) => kid,
+            Err(verdict) => panic!("token #{tokens} signed with the active key failed: {verdict}"),
+        };
         tokens += 1;
-        let kid = verdict["kid"].as_str().unwrap().to_owned();
         if !verified.contains(&kid) {
             verified.push(kid);
         }

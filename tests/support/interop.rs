@@ -106,3 +106,63 @@ pub fn verify_remotely(
         }
     }
 }
+
+/// tests/interop/rotation_verifier.mjs, running: panva `jose` verifying against a live JWKS,
+/// through a JWKS cache of 1 s, one token at a time, each signed with the key a Secret holds at
+/// that instant (what a signer that reads its mounted Secret does).
+pub struct RotationVerifier {
+    _node: tokio::process::Child,
+    input: tokio::process::ChildStdin,
+    output: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl RotationVerifier {
+    pub fn start(jwks_uri: &str, node_path: &str) -> RotationVerifier {
+        use tokio::io::AsyncBufReadExt;
+
+        let mut node = tokio::process::Command::new("node")
+            .arg(super::repo_root().join("tests/interop/rotation_verifier.mjs"))
+            .args(["--jwks-uri", jwks_uri, "--cache-max-age-ms", "1000"])
+            .env("NODE_PATH", node_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let input = node.stdin.take().expect("stdin");
+        let output = tokio::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+        RotationVerifier {
+            _node: node,
+            input,
+            output,
+        }
+    }
+
+    /// Signs a token with the key Secret `name` holds now and has it verified: the kid it was
+    /// signed with, or the verifier's whole verdict when it refused the token.
+    pub async fn verify_with(
+        &mut self,
+        secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+        name: &str,
+    ) -> Result<String, Value> {
+        use tokio::io::AsyncWriteExt;
+
+        let data = secrets.get(name).await.unwrap().data.unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        let line = json!({"alg": text("alg"), "kid": text("kid"), "key_pem": text("key.pem")});
+        self.input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(super::TIMEOUT, self.output.next_line())
+            .await
+            .expect("a verdict in time")
+            .unwrap()
+            .expect("a verdict");
+        let verdict: Value = serde_json::from_str(&answer).unwrap();
+        match (&verdict["ok"], verdict["kid"].as_str()) {
+            (Value::Bool(true), Some(kid)) => Ok(kid.to_owned()),
+            _ => Err(verdict),
+        }
+    }
+}

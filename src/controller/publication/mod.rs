@@ -26,8 +26,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Event;
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -38,7 +38,7 @@ use crate::lifecycle::selects;
 use crate::publication::{Assembled, assemble, smallest_pre_publish};
 
 use super::apply::{apply_if_unchanged, describe, write_status};
-use super::cache::Cache;
+use super::cache::{self, Cache};
 use super::metrics::ObjectLabels;
 use super::{Context, During, Error, Scope};
 use config_map::{ConfigMapAction, Publishing, kids_in, plan_config_map};
@@ -72,20 +72,7 @@ pub fn controller(
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let store = controller.store();
     let in_namespace = store.clone();
-    // The cache is filled before the trigger reaches the scheduler, so a reconcile started by
-    // a key's change reads that change or a later one. Without managedFields: never read here,
-    // and the larger part of a key's size.
-    let (keys, writer) = reflector::store();
-    let key_changes = reflector(
-        writer,
-        watcher::watcher(
-            scope.api::<SigningKey>(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|key| key.managed_fields_mut().clear()),
-    )
-    .touched_objects();
+    let (keys, key_changes) = cache::watch(scope.api::<SigningKey>(client.clone()));
     let controller = controller
         .watches(
             scope.api::<ConfigMap>(client.clone()),

@@ -42,7 +42,7 @@ use crate::lifecycle::{Policy, PublicationFacts, RotationPlan, activation_due, p
 use super::apply::{describe, write_status};
 use super::clock::ClockReading;
 use super::metrics::ObjectLabels;
-use super::{Context, During, Error, FIELD_MANAGER, Scope};
+use super::{Context, During, Error, FIELD_MANAGER, Scope, cache};
 use decide::{Observed, PROBLEM_RETRY};
 use mint::import_failed;
 use report::{Outcome, Problem, build_events, build_status};
@@ -86,16 +86,7 @@ pub fn controller(
     for secrets in secret_apis {
         controller = controller.owns(secrets, owned.clone());
     }
-    // Filled before the trigger reaches the scheduler, so a reconcile woken by a publication's
-    // change plans with that change or a later one.
-    let (publications_cache, writer) = reflector::store();
-    let publication_changes = reflector(
-        writer,
-        watcher::watcher(publications, watcher::Config::default())
-            .default_backoff()
-            .modify(|publication| publication.managed_fields_mut().clear()),
-    )
-    .touched_objects();
+    let (publications_cache, publication_changes) = cache::watch(publications);
     let controller = controller.watches_stream(publication_changes, move |publication| {
         store
             .state_filter(|key| decide::woken_by(&publication, key))
