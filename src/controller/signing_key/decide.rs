@@ -16,7 +16,7 @@ use crate::api::{
     ROTATE_ANNOTATION, SigningKey, SigningKeyStatus, revoked_kids,
 };
 use crate::lifecycle::{
-    Change, Policy, PublicationFacts, RotationInput, RotationPlan, plan_rotation, selects,
+    Change, Policy, PublicationFacts, RotationInput, RotationPlan, later, plan_rotation, selects,
 };
 
 use super::super::metrics::KeyObservation;
@@ -124,8 +124,8 @@ pub fn publication_facts<'a>(
 
 /// Slims a SigningKey for the controller's cache, which only triggers reconciles, names keys
 /// and tells [`woken_by`] which keys wait for publications: every reconcile reads its key
-/// afresh. Of the status only the pending key stays (kid, state, creation); managedFields,
-/// public JWKs and conditions were most of the memory of 1,000 keys.
+/// afresh. Of the status only the pending key (kid, state, creation) and `nextRotationAt`
+/// stay; managedFields, public JWKs and conditions were most of the memory of 1,000 keys.
 pub fn slim(key: &mut SigningKey) {
     key.managed_fields_mut().clear();
     key.status = key.status.take().and_then(|status| {
@@ -140,6 +140,7 @@ pub fn slim(key: &mut SigningKey) {
             .collect();
         (!pending.is_empty()).then(|| SigningKeyStatus {
             keys: pending,
+            next_rotation_at: status.next_rotation_at,
             ..SigningKeyStatus::default()
         })
     });
@@ -147,22 +148,46 @@ pub fn slim(key: &mut SigningKey) {
 
 /// Whether a change of `publication` can change what planning `key` decides. Publications take
 /// part in one decision only, the activation of a pending key, so only keys with one are woken:
-/// by the publications that select them, and while a publication's spec change is not yet
-/// reported (`observedGeneration` behind) by every publication of their namespace (a new
-/// selector may have released a key that waited for it). Creating 1,000 keys wakes none.
+/// - by every publication of their namespace while its spec change is not yet reported
+///   (`observedGeneration` behind): a new selector may have released a key that waited for it;
+/// - by a publication that selects them and does not serve the pending kid: its serving it, or
+///   its deletion, lets the key go on;
+/// - by a publication that serves the pending kid since an instant that moves the handover
+///   (`publishedAt` + prePublish) past the status's `nextRotationAt`, which the key then
+///   reports. Once reported, that publication's further writes (other keys it adds) wake the
+///   key no more: it waits out prePublish asleep, and wakes at `nextRotationAt` by itself.
+///
+/// Creating 1,000 keys wakes none; rotating them wakes each about once per publication.
 pub fn woken_by(publication: &JwksPublication, key: &SigningKey) -> bool {
+    let Some(status) = key.status.as_ref() else {
+        return false;
+    };
+    let Some(pending) = status.keys.iter().find(|k| k.state == KeyState::Pending) else {
+        return false;
+    };
     let reported = publication
         .status
         .as_ref()
         .and_then(|s| s.observed_generation);
     let settled = reported.is_some() && reported == publication.metadata.generation;
-    let pending = key
+    if !settled {
+        return publication.namespace() == key.namespace();
+    }
+    if !selects(publication, key) {
+        return false;
+    }
+    let served_since = publication
         .status
         .iter()
         .flat_map(|s| &s.keys)
-        .any(|k| k.state == KeyState::Pending);
-    pending
-        && (selects(publication, key) || (!settled && publication.namespace() == key.namespace()))
+        .find(|k| k.kid == pending.kid)
+        .map(|k| k.published_at.0);
+    let (Some(since), Some(handover)) = (served_since, status.next_rotation_at.as_ref()) else {
+        return true;
+    };
+    // A spec the policy refuses is reported by the reconcile: wake it.
+    Policy::from_spec(&key.spec)
+        .map_or(true, |policy| later(since, policy.pre_publish) > handover.0)
 }
 
 /// What planning needs besides the SigningKey and the ring recovered from its Secret.

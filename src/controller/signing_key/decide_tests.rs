@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::runtime::controller::Action;
 
 use super::decide::{
@@ -21,7 +22,7 @@ use crate::api::{
     IMPORT_CONSENT_ANNOTATION, ImportFrom, JwksPublication, KeyState, MANAGED_BY_LABEL, MANAGER,
     REVOKE_ANNOTATION, SigningKey,
 };
-use crate::lifecycle::{Change, GenerateReason, Policy, RotationPlan};
+use crate::lifecycle::{Change, GenerateReason, Policy, RotationPlan, later};
 
 fn namespaces(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| n.to_string()).collect()
@@ -319,12 +320,60 @@ fn a_publication_wakes_the_waiting_keys_it_selects_and_all_while_its_spec_change
     assert!(!woken_by(&publication(other, 1, None), &signing));
 }
 
+/// A publication serving the pending kid wakes the key until the key reports the handover that
+/// publication implies; its later writes (other keys added) leave the key asleep.
+#[test]
+fn a_publication_serving_the_pending_key_wakes_it_only_to_move_its_handover() {
+    let mut key = signing_key();
+    key.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
+    let pre_publish = Policy::from_spec(&key.spec).unwrap().pre_publish;
+    let created = "2026-12-06T10:00:00Z".parse::<Timestamp>().unwrap();
+    let waiting = |handover: Option<Timestamp>| {
+        with_status(
+            key.clone(),
+            serde_json::json!({
+                "keys": [held("k1", "Active"), held("k2", "Pending")],
+                "nextRotationAt": handover.map(|at| at.to_string()),
+            }),
+        )
+    };
+    let serving = |since: Timestamp| {
+        let mut publication = publication(serde_json::json!({"team": "x"}), 2, Some(2));
+        let status = publication.status.as_mut().unwrap();
+        status.keys = serde_json::from_value(serde_json::json!([
+            {"kid": "k1", "publishedAt": "2026-12-06T09:00:00Z"},
+            {"kid": "k2", "publishedAt": since.to_string()},
+        ]))
+        .unwrap();
+        publication
+    };
+    let published = created + SignedDuration::from_secs(3);
+    let reported = later(published, pre_publish);
+    // Reported before publication (creation + prePublish): the publication moves it later.
+    assert!(woken_by(
+        &serving(published),
+        &waiting(Some(later(created, pre_publish)))
+    ));
+    // Reported: the same publication's next write changes nothing for this key.
+    assert!(!woken_by(&serving(published), &waiting(Some(reported))));
+    // Served anew since a later instant (the ConfigMap was recreated): moves it again.
+    let again = published + SignedDuration::from_secs(60);
+    assert!(woken_by(&serving(again), &waiting(Some(reported))));
+    // No handover reported at all: woken.
+    assert!(woken_by(&serving(published), &waiting(None)));
+    // A selecting publication that does not serve k2 yet always wakes it (its serving or its
+    // deletion lets the key go on).
+    let not_yet = publication(serde_json::json!({"team": "x"}), 2, Some(2));
+    assert!(woken_by(&not_yet, &waiting(Some(reported))));
+}
+
 #[test]
 fn the_cache_keeps_of_a_key_only_its_pending_key() {
     let mut key = with_status(
         signing_key(),
         serde_json::json!({
             "activeKid": "k1",
+            "nextRotationAt": "2026-12-06T11:00:00.000000Z",
             "keys": [held("k0", "Retired"), held("k1", "Active"), held("k2", "Pending")],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KeyActive",
                 "message": "m", "lastTransitionTime": "2026-12-06T10:00:00Z"}],
@@ -341,6 +390,11 @@ fn the_cache_keeps_of_a_key_only_its_pending_key() {
         .map(|k| (k.kid.as_str(), k.state, k.public_jwk.len()))
         .collect();
     assert_eq!(kept, [("k2", KeyState::Pending, 0)]);
+    // What woken_by compares a publication's publishedAt with.
+    assert_eq!(
+        status.next_rotation_at.map(|at| at.0.to_string()),
+        Some("2026-12-06T11:00:00Z".to_owned())
+    );
 
     let mut signing = with_status(
         signing_key(),
