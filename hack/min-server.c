@@ -3,8 +3,11 @@
 // request one recv and one send of a response rendered once at start (serve's own bytes, read
 // from a file). No parsing beyond finding the end of the head, no timeouts, no limits, no
 // metrics: not a server to deploy, only the floor of what a request costs in the kernel.
+// With `sendfile`, the head goes out with one send (MSG_MORE) and the body with one sendfile from
+// the response file, as nginx sends a static file: fewer bytes copied for a large body, one more
+// system call.
 //
-//   min-server PORT RESPONSE_FILE THREADS
+//   min-server PORT RESPONSE_FILE THREADS [sendfile]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,12 +17,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 static char *response;
 static size_t response_len;
 static int port;
+// With sendfile: the response file, and where its body starts.
+static int response_fd = -1;
+static size_t head_len;
+
+static void respond(int fd) {
+  if (response_fd < 0) {
+    send(fd, response, response_len, MSG_NOSIGNAL);
+    return;
+  }
+  send(fd, response, head_len, MSG_NOSIGNAL | MSG_MORE);
+  off_t offset = (off_t)head_len;
+  sendfile(fd, response_fd, &offset, response_len - head_len);
+}
 
 static void *serve_loop(void *unused) {
   (void)unused;
@@ -54,7 +71,7 @@ static void *serve_loop(void *unused) {
       if (got <= 0) {
         close(fd);
       } else if (memmem(request, (size_t)got, "\r\n\r\n", 4)) {
-        send(fd, response, response_len, MSG_NOSIGNAL);
+        respond(fd);
       }
     }
   }
@@ -62,8 +79,8 @@ static void *serve_loop(void *unused) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: min-server PORT RESPONSE_FILE THREADS\n");
+  if (argc != 4 && !(argc == 5 && strcmp(argv[4], "sendfile") == 0)) {
+    fprintf(stderr, "usage: min-server PORT RESPONSE_FILE THREADS [sendfile]\n");
     return 2;
   }
   port = atoi(argv[1]);
@@ -79,6 +96,15 @@ int main(int argc, char **argv) {
   if (!response || fread(response, 1, response_len, file) != response_len || threads < 1) {
     fprintf(stderr, "min-server: cannot read the response, or no threads\n");
     return 1;
+  }
+  if (argc == 5) {
+    char *end = memmem(response, response_len, "\r\n\r\n", 4);
+    response_fd = fileno(file);
+    if (!end) {
+      fprintf(stderr, "min-server: the response has no head\n");
+      return 1;
+    }
+    head_len = (size_t)(end - response) + 4;
   }
   pthread_t thread;
   for (int i = 1; i < threads; i++) pthread_create(&thread, NULL, serve_loop, NULL);

@@ -156,6 +156,8 @@ pub fn slim(key: &mut SigningKey) {
 ///   (`publishedAt` + prePublish) past the status's `nextRotationAt`, which the key then
 ///   reports. Once reported, that publication's further writes (other keys it adds) wake the
 ///   key no more: it waits out prePublish asleep, and wakes at `nextRotationAt` by itself.
+///   (Deleting such a publication could only bring the handover forward: the key keeps the
+///   later time it reported.)
 ///
 /// Creating 1,000 keys wakes none; rotating them wakes each about once per publication.
 pub fn woken_by(publication: &JwksPublication, key: &SigningKey) -> bool {
