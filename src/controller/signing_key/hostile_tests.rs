@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
@@ -346,5 +347,49 @@ proptest! {
         for published in &pass.status.keys {
             prop_assert!(genuine_kids.contains(&published.kid) || pass.minted.contains(&published.kid));
         }
+    }
+}
+
+/// A forged `nextRotationAt` (a status writer's) can only keep publications from waking its own
+/// key: the next reconcile reports the planned instant again, and publications elsewhere never
+/// wake it whatever it says.
+#[test]
+fn a_forged_handover_time_is_replaced_and_wakes_nothing_elsewhere() {
+    let (mut key, secret, _) = genuine();
+    let genuine_status = key.status.clone().unwrap();
+    assert!(genuine_status.next_rotation_at.is_some());
+    let pending = genuine_status
+        .keys
+        .iter()
+        .find(|k| k.state == crate::api::KeyState::Pending)
+        .unwrap()
+        .kid
+        .clone();
+    let publication = |namespace: &str| -> crate::api::JwksPublication {
+        serde_json::from_value(json!({
+            "apiVersion": "jwks-operator.io/v1alpha1",
+            "kind": "JwksPublication",
+            "metadata": {"name": "p", "namespace": namespace, "generation": 1},
+            "spec": {"selector": {}},
+            "status": {"observedGeneration": 1, "keys": [
+                {"kid": pending, "publishedAt": "1970-01-01T00:01:36Z"},
+            ]},
+        }))
+        .unwrap()
+    };
+    for forged in ["2999-01-01T00:00:00Z", "1970-01-01T00:00:00Z"] {
+        let status = key.status.as_mut().unwrap();
+        status.next_rotation_at = Some(MicroTime(forged.parse().unwrap()));
+        let pass = reconcile(&key, Some(&secret), t(96));
+        assert_eq!(
+            pass.status.next_rotation_at, genuine_status.next_rotation_at,
+            "forged {forged}"
+        );
+        let mut cached = key.clone();
+        decide::slim(&mut cached);
+        assert!(
+            !decide::woken_by(&publication("b"), &cached),
+            "forged {forged}"
+        );
     }
 }
