@@ -37,6 +37,8 @@ fi
 SERVE_PORT=${BENCH_PORT:-18080}
 NGINX_PORT=$((SERVE_PORT + 1))
 MIN_PORT=$((SERVE_PORT + 2))
+CONTENDERS=(serve nginx min-server)
+declare -A PORT=([serve]=$SERVE_PORT [nginx]=$NGINX_PORT [min-server]=$MIN_PORT)
 MAX_AGE=300
 PATH_JWKS=/.well-known/jwks.json
 
@@ -237,14 +239,9 @@ for keys in $KEYS; do
   for round in $(seq 1 "$ROUNDS"); do
     for conns in $CONNECTIONS; do
       # Each round starts with a different contender.
-      order=(serve nginx min-server)
-      first=$(((round - 1) % 3))
-      for name in "${order[@]:first}" "${order[@]:0:first}"; do
-        case $name in
-          serve) run "$dir" serve "$SERVE_PORT" "$conns" "$round" ;;
-          nginx) run "$dir" nginx "$NGINX_PORT" "$conns" "$round" ;;
-          min-server) run "$dir" min-server "$MIN_PORT" "$conns" "$round" ;;
-        esac
+      first=$(((round - 1) % ${#CONTENDERS[@]}))
+      for name in "${CONTENDERS[@]:first}" "${CONTENDERS[@]:0:first}"; do
+        run "$dir" "$name" "${PORT[$name]}" "$conns" "$round"
       done
     done
   done
